@@ -11,41 +11,63 @@ MAX_SEQ_LEN = 4
 
 
 def _check_exhaustive(program, vocab=VOCAB, max_seq_len=MAX_SEQ_LEN, causal=False):
-  model = compiling.compile_rasp_to_model(program, vocab, max_seq_len, causal=causal)
-  inputs = list(equivalence.all_inputs(vocab, max_seq_len))
-  mismatches = equivalence.find_mismatches(model, program, inputs, causal=causal)
-  assert not mismatches, equivalence.first_mismatches(mismatches)
-  return model
+    model = compiling.compile_rasp_to_model(program, vocab, max_seq_len, causal=causal)
+    inputs = list(equivalence.all_inputs(vocab, max_seq_len))
+    mismatches = equivalence.find_mismatches(model, program, inputs, causal=causal)
+    assert not mismatches, equivalence.first_mismatches(mismatches)
+    return model
 
 
 def _programs():
-  tok, idx = rasp.tokens, rasp.indices
-  yield "map_categorical", rasp.Map(lambda x: x + 1, tok)
-  yield "map_to_numerical", rasp.numerical(rasp.Map(lambda x: x / 2, tok))
-  num = rasp.numerical(rasp.Map(lambda x: x * 2, tok)).named("num")
-  yield "map_numerical_to_numerical", rasp.numerical(rasp.Map(lambda x: x * x + 1, num))
-  yield "map_numerical_to_categorical", rasp.categorical(rasp.Map(lambda x: x > 3, num))
-  yield "sequence_map", rasp.SequenceMap(lambda x, y: x * y, tok, idx)
-  yield "sequence_map_to_numerical", rasp.numerical(rasp.SequenceMap(lambda x, y: x - y, tok, idx))
-  num2 = rasp.numerical(rasp.Map(lambda x: x - 1, tok)).named("num2")
-  yield "linear_sequence_map", rasp.numerical(rasp.LinearSequenceMap(num, num2, 2.0, -1.0))
-  yield "full_categorical", rasp.SequenceMap(lambda x, y: x + y, tok, rasp.Full(5))
-  yield "full_numerical", rasp.numerical(rasp.Full(2.5))
-  for comparison in rasp.Comparison:
-    select = rasp.Select(tok, tok, comparison)
-    yield f"selector_width_{comparison.name}", rasp.SelectorWidth(select)
-    yield f"numerical_aggregate_{comparison.name}", rasp.numerical(rasp.Aggregate(
-        rasp.Select(idx, idx, comparison),
-        rasp.numerical(rasp.Map(lambda x: 1 if x == 2 else 0, tok)), default=0))
-  yield "categorical_aggregate_shift", rasp.Aggregate(
-      rasp.Select(idx, rasp.Map(lambda i: i - 1, idx), rasp.Comparison.EQ), tok)
-  yield "selector_and", rasp.SelectorWidth(
-      rasp.Select(tok, tok, rasp.Comparison.EQ) & rasp.Select(idx, idx, rasp.Comparison.LT))
-  yield "selector_or", rasp.SelectorWidth(
-      rasp.Select(tok, tok, rasp.Comparison.LT) | rasp.Select(idx, idx, rasp.Comparison.GT))
-  yield "selector_not", rasp.SelectorWidth(~rasp.Select(tok, tok, rasp.Comparison.EQ))
-  yield "numerical_selector_width", rasp.numerical(
-      rasp.SelectorWidth(rasp.Select(tok, tok, rasp.Comparison.LEQ)))
+    tok, idx = rasp.tokens, rasp.indices
+    yield "map_categorical", rasp.Map(lambda x: x + 1, tok)
+    yield "map_to_numerical", rasp.numerical(rasp.Map(lambda x: x / 2, tok))
+    num = rasp.numerical(rasp.Map(lambda x: x * 2, tok)).named("num")
+    yield "map_numerical_to_numerical", rasp.numerical(rasp.Map(lambda x: x * x + 1, num))
+    yield "map_numerical_to_categorical", rasp.categorical(rasp.Map(lambda x: x > 3, num))
+    yield "sequence_map", rasp.SequenceMap(lambda x, y: x * y, tok, idx)
+    yield (
+        "sequence_map_to_numerical",
+        rasp.numerical(rasp.SequenceMap(lambda x, y: x - y, tok, idx)),
+    )
+    num2 = rasp.numerical(rasp.Map(lambda x: x - 1, tok)).named("num2")
+    yield "linear_sequence_map", rasp.numerical(rasp.LinearSequenceMap(num, num2, 2.0, -1.0))
+    yield "full_categorical", rasp.SequenceMap(lambda x, y: x + y, tok, rasp.Full(5))
+    yield "full_numerical", rasp.numerical(rasp.Full(2.5))
+    for comparison in rasp.Comparison:
+        select = rasp.Select(tok, tok, comparison)
+        yield f"selector_width_{comparison.name}", rasp.SelectorWidth(select)
+        yield (
+            f"numerical_aggregate_{comparison.name}",
+            rasp.numerical(
+                rasp.Aggregate(
+                    rasp.Select(idx, idx, comparison),
+                    rasp.numerical(rasp.Map(lambda x: 1 if x == 2 else 0, tok)),
+                    default=0,
+                )
+            ),
+        )
+    yield (
+        "categorical_aggregate_shift",
+        rasp.Aggregate(rasp.Select(idx, rasp.Map(lambda i: i - 1, idx), rasp.Comparison.EQ), tok),
+    )
+    yield (
+        "selector_and",
+        rasp.SelectorWidth(
+            rasp.Select(tok, tok, rasp.Comparison.EQ) & rasp.Select(idx, idx, rasp.Comparison.LT)
+        ),
+    )
+    yield (
+        "selector_or",
+        rasp.SelectorWidth(
+            rasp.Select(tok, tok, rasp.Comparison.LT) | rasp.Select(idx, idx, rasp.Comparison.GT)
+        ),
+    )
+    yield "selector_not", rasp.SelectorWidth(~rasp.Select(tok, tok, rasp.Comparison.EQ))
+    yield (
+        "numerical_selector_width",
+        rasp.numerical(rasp.SelectorWidth(rasp.Select(tok, tok, rasp.Comparison.LEQ))),
+    )
 
 
 PROGRAMS = list(_programs())
@@ -53,75 +75,89 @@ PROGRAMS = list(_programs())
 
 @pytest.mark.parametrize("name,program", PROGRAMS, ids=[n for n, _ in PROGRAMS])
 def test_program_matches_evaluator(name, program):
-  _check_exhaustive(program)
+    _check_exhaustive(program)
 
 
-@pytest.mark.parametrize("name,program", [p for p in PROGRAMS if "aggregate" in p[0] or "width" in p[0]],
-                         ids=[n for n, _ in PROGRAMS if "aggregate" in n or "width" in n])
+@pytest.mark.parametrize(
+    "name,program",
+    [p for p in PROGRAMS if "aggregate" in p[0] or "width" in p[0]],
+    ids=[n for n, _ in PROGRAMS if "aggregate" in n or "width" in n],
+)
 def test_program_matches_causal_evaluator(name, program):
-  _check_exhaustive(program, causal=True)
+    _check_exhaustive(program, causal=True)
 
 
 def test_constant_sop_matches_evaluator_on_its_length():
-  program = rasp.SequenceMap(lambda x, y: x * y, rasp.tokens, rasp.ConstantSOp([1, 2, 3, 4]))
-  model = compiling.compile_rasp_to_model(program, VOCAB, MAX_SEQ_LEN)
-  inputs = [x for x in equivalence.all_inputs(VOCAB, MAX_SEQ_LEN) if len(x) == 4]
-  mismatches = equivalence.find_mismatches(model, program, inputs)
-  assert not mismatches, equivalence.first_mismatches(mismatches)
-  assert model.apply(["compiler_bos", 3, 3, 3, 3]).decoded[1:] == [3, 6, 9, 12]
+    program = rasp.SequenceMap(lambda x, y: x * y, rasp.tokens, rasp.ConstantSOp([1, 2, 3, 4]))
+    model = compiling.compile_rasp_to_model(program, VOCAB, MAX_SEQ_LEN)
+    inputs = [x for x in equivalence.all_inputs(VOCAB, MAX_SEQ_LEN) if len(x) == 4]
+    mismatches = equivalence.find_mismatches(model, program, inputs)
+    assert not mismatches, equivalence.first_mismatches(mismatches)
+    assert model.apply(["compiler_bos", 3, 3, 3, 3]).decoded[1:] == [3, 6, 9, 12]
 
 
 def test_bos_or_pad_in_vocab_is_rejected():
-  with pytest.raises(ValueError, match="compiler_bos"):
-    compiling.compile_rasp_to_model(rasp.tokens + 1, {1, "compiler_bos"}, 3)
-  with pytest.raises(ValueError, match="compiler_pad"):
-    compiling.compile_rasp_to_model(rasp.tokens + 1, {1, "compiler_pad"}, 3)
+    with pytest.raises(ValueError, match="compiler_bos"):
+        compiling.compile_rasp_to_model(rasp.tokens + 1, {1, "compiler_bos"}, 3)
+    with pytest.raises(ValueError, match="compiler_pad"):
+        compiling.compile_rasp_to_model(rasp.tokens + 1, {1, "compiler_pad"}, 3)
 
 
 def test_bad_inputs_to_apply_are_rejected():
-  model = compiling.compile_rasp_to_model(rasp.Map(lambda x: x + 1, rasp.tokens), VOCAB, 3)
-  with pytest.raises(ValueError, match="BOS"):
-    model.apply([1, 2])
-  with pytest.raises(ValueError, match="Unknown tokens"):
-    model.apply(["compiler_bos", 1, 7])
-  with pytest.raises(ValueError, match="at most 4"):
-    model.apply(["compiler_bos", 1, 2, 3, 1])
+    model = compiling.compile_rasp_to_model(rasp.Map(lambda x: x + 1, rasp.tokens), VOCAB, 3)
+    with pytest.raises(ValueError, match="BOS"):
+        model.apply([1, 2])
+    with pytest.raises(ValueError, match="Unknown tokens"):
+        model.apply(["compiler_bos", 1, 7])
+    with pytest.raises(ValueError, match="at most 4"):
+        model.apply(["compiler_bos", 1, 2, 3, 1])
 
 
 def test_unsupported_program_names_each_expression():
-  numerical_keys = rasp.numerical(rasp.Map(lambda x: x, rasp.tokens)).named("num_keys")
-  bad_select = rasp.Select(numerical_keys, rasp.tokens, rasp.Comparison.EQ)
-  bad_width = rasp.SelectorWidth(bad_select).named("bad_width")
-  program = rasp.SequenceMap(lambda x, y: x + y, rasp.length, bad_width).named("uses_length")
-  with pytest.raises(NotImplementedError) as error:
-    compiling.compile_rasp_to_model(program, VOCAB, 3)
-  message = str(error.value)
-  assert "length" in message and "make_length" in message
-  assert "num_keys" in message and "numerical" in message
+    numerical_keys = rasp.numerical(rasp.Map(lambda x: x, rasp.tokens)).named("num_keys")
+    bad_select = rasp.Select(numerical_keys, rasp.tokens, rasp.Comparison.EQ)
+    bad_width = rasp.SelectorWidth(bad_select).named("bad_width")
+    program = rasp.SequenceMap(lambda x, y: x + y, rasp.length, bad_width).named("uses_length")
+    with pytest.raises(NotImplementedError) as error:
+        compiling.compile_rasp_to_model(program, VOCAB, 3)
+    message = str(error.value)
+    assert "length" in message and "make_length" in message
+    assert "num_keys" in message and "numerical" in message
 
 
 def test_residual_stream_holds_intermediate_values():
-  doubled = rasp.Map(lambda x: 2 * x, rasp.tokens).named("doubled")
-  program = rasp.SequenceMap(lambda x, y: x + y, doubled, rasp.indices).named("out")
-  model = compiling.compile_rasp_to_model(program, VOCAB, MAX_SEQ_LEN)
-  out = model.apply(["compiler_bos", 3, 1, 2])
-  assert out.decoded == ["compiler_bos", 6, 3, 6]
-  final = np.asarray(out.residuals[-1][0])
-  assert final.shape[-1] == len(model.residual_labels)
-  doubled_dims = [i for i, label in enumerate(model.residual_labels) if label.startswith("doubled:")]
-  values = [int(model.residual_labels[doubled_dims[np.argmax(final[pos, doubled_dims])]].split(":")[1])
-            for pos in range(1, 4)]
-  assert values == doubled([3, 1, 2]) == [6, 2, 4]
+    doubled = rasp.Map(lambda x: 2 * x, rasp.tokens).named("doubled")
+    program = rasp.SequenceMap(lambda x, y: x + y, doubled, rasp.indices).named("out")
+    model = compiling.compile_rasp_to_model(program, VOCAB, MAX_SEQ_LEN)
+    out = model.apply(["compiler_bos", 3, 1, 2])
+    assert out.decoded == ["compiler_bos", 6, 3, 6]
+    final = np.asarray(out.residuals[-1][0])
+    assert final.shape[-1] == len(model.residual_labels)
+    doubled_dims = [
+        i for i, label in enumerate(model.residual_labels) if label.startswith("doubled:")
+    ]
+    values = [
+        int(model.residual_labels[doubled_dims[np.argmax(final[pos, doubled_dims])]].split(":")[1])
+        for pos in range(1, 4)
+    ]
+    assert values == doubled([3, 1, 2]) == [6, 2, 4]
 
 
 def test_params_follow_tracr_layout():
-  model = compiling.compile_rasp_to_model(rasp.SelectorWidth(
-      rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ)), VOCAB, 3)
-  names = set(model.params)
-  assert {"token_embed", "pos_embed", "transformer/layer_0/attn/query",
-          "transformer/layer_0/attn/key", "transformer/layer_0/attn/value",
-          "transformer/layer_0/attn/linear", "transformer/layer_0/mlp/linear_1",
-          "transformer/layer_0/mlp/linear_2"} <= names
-  assert model.model_config.num_layers == 1
-  assert model.model_config.layer_norm is False
-  assert model.params["pos_embed"]["embeddings"].shape == (4, len(model.residual_labels))
+    model = compiling.compile_rasp_to_model(
+        rasp.SelectorWidth(rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ)), VOCAB, 3
+    )
+    names = set(model.params)
+    assert {
+        "token_embed",
+        "pos_embed",
+        "transformer/layer_0/attn/query",
+        "transformer/layer_0/attn/key",
+        "transformer/layer_0/attn/value",
+        "transformer/layer_0/attn/linear",
+        "transformer/layer_0/mlp/linear_1",
+        "transformer/layer_0/mlp/linear_2",
+    } <= names
+    assert model.model_config.num_layers == 1
+    assert model.model_config.layer_norm is False
+    assert model.params["pos_embed"]["embeddings"].shape == (4, len(model.residual_labels))

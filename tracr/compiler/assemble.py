@@ -26,145 +26,151 @@ _ONE_DIRECTION = bases.BasisDirection("one")
 
 @chex.dataclass
 class AssembledTransformerModelOutput:
-  decoded: List[Any]  # one decoded value per position; position 0 is the BOS token
-  unembedded: jax.Array  # [B, T]
-  layer_outputs: List[jax.Array]  # each [B, T, D]
-  residuals: List[jax.Array]  # each [B, T, D]
-  attn_logits: List[jax.Array]  # each [B, H, T, T]
-  transformer_output: jax.Array  # [B, T, D]
-  input_embeddings: jax.Array  # [B, T, D]
+    decoded: List[Any]  # one decoded value per position; position 0 is the BOS token
+    unembedded: jax.Array  # [B, T]
+    layer_outputs: List[jax.Array]  # each [B, T, D]
+    residuals: List[jax.Array]  # each [B, T, D]
+    attn_logits: List[jax.Array]  # each [B, H, T, T]
+    transformer_output: jax.Array  # [B, T, D]
+    input_embeddings: jax.Array  # [B, T, D]
 
 
 class ModelForward(Protocol):
-
-  def __call__(self, params: hk.Params, emb: jax.Array) -> model.CompiledTransformerModelOutput:
-    """Runs the compiled model on token ids [B, T]."""
+    def __call__(self, params: hk.Params, emb: jax.Array) -> model.CompiledTransformerModelOutput:
+        """Runs the compiled model on token ids [B, T]."""
 
 
 @dataclasses.dataclass
 class EmbeddingModules:
-  token_embed: model.CallableHaikuModule
-  pos_embed: model.CallableHaikuModule
-  unembed: model.CallableHaikuModule
+    token_embed: model.CallableHaikuModule
+    pos_embed: model.CallableHaikuModule
+    unembed: model.CallableHaikuModule
 
 
 @dataclasses.dataclass
 class AssembledTransformerModel:
-  """A compiled program: parameters, configuration, encoders and `apply`."""
+    """A compiled program: parameters, configuration, encoders and `apply`."""
 
-  forward: ModelForward
-  get_compiled_model: Callable[[], model.CompiledTransformerModel]
-  params: hk.Params
-  model_config: model.TransformerConfig
-  residual_labels: List[str]
-  input_encoder: Optional[encoder.Encoder] = None
-  output_encoder: Optional[encoder.Encoder] = None
+    forward: ModelForward
+    get_compiled_model: Callable[[], model.CompiledTransformerModel]
+    params: hk.Params
+    model_config: model.TransformerConfig
+    residual_labels: List[str]
+    input_encoder: Optional[encoder.Encoder] = None
+    output_encoder: Optional[encoder.Encoder] = None
 
-  def apply(self, tokens: List[bases.Value]) -> AssembledTransformerModelOutput:
-    """Runs the model on one input that starts with the BOS token.
+    def apply(self, tokens: List[bases.Value]) -> AssembledTransformerModelOutput:
+        """Runs the model on one input that starts with the BOS token.
 
-    Raises:
-      ValueError: missing BOS, unknown token or sequence too long.
-    """
-    if self.input_encoder is not None:
-      token_ids = self.input_encoder.encode(tokens)
-    else:
-      token_ids = list(tokens)
-    out = self.forward(self.params, jnp.asarray([token_ids], dtype=jnp.int32))
-    transformer_output = out.transformer_output
-    unembedded = out.unembedded_output
-    decoded = np.asarray(unembedded[0]).tolist()
-    if self.output_encoder is not None:
-      decoded = self.output_encoder.decode(decoded)
-    if self.input_encoder is not None and self.input_encoder.bos_token is not None:
-      decoded[0] = self.input_encoder.bos_token
-    return AssembledTransformerModelOutput(
-        decoded=decoded,
-        unembedded=unembedded,
-        layer_outputs=transformer_output.layer_outputs,
-        residuals=transformer_output.residuals,
-        attn_logits=transformer_output.attn_logits,
-        transformer_output=transformer_output.output,
-        input_embeddings=transformer_output.input_embeddings,
-    )
+        Raises:
+          ValueError: missing BOS, unknown token or sequence too long.
+        """
+        if self.input_encoder is not None:
+            token_ids = self.input_encoder.encode(tokens)
+        else:
+            token_ids = list(tokens)
+        out = self.forward(self.params, jnp.asarray([token_ids], dtype=jnp.int32))
+        transformer_output = out.transformer_output
+        unembedded = out.unembedded_output
+        decoded = np.asarray(unembedded[0]).tolist()
+        if self.output_encoder is not None:
+            decoded = self.output_encoder.decode(decoded)
+        if self.input_encoder is not None and self.input_encoder.bos_token is not None:
+            decoded[0] = self.input_encoder.bos_token
+        return AssembledTransformerModelOutput(
+            decoded=decoded,
+            unembedded=unembedded,
+            layer_outputs=transformer_output.layer_outputs,
+            residuals=transformer_output.residuals,
+            attn_logits=transformer_output.attn_logits,
+            transformer_output=transformer_output.output,
+            input_embeddings=transformer_output.input_embeddings,
+        )
 
 
 def param_name(layer: int, sublayer: str, linear: str) -> str:
-  """The one place where parameter paths are spelled (`transformer/layer_0/attn/query`)."""
-  return f"transformer/layer_{layer}/{sublayer}/{linear}"
+    """The one place where parameter paths are spelled (`transformer/layer_0/attn/query`)."""
+    return f"transformer/layer_{layer}/{sublayer}/{linear}"
 
 
-def _layered(blocks: Sequence[transformers.HalfLayerBlock]) -> List[Tuple[list, Optional[transformers.MLP]]]:
-  """Splits the alternating block list into (heads, mlp) per layer."""
-  layers: List[Tuple[list, Optional[transformers.MLP]]] = []
-  half = 0
-  for block in blocks:
-    is_attn = isinstance(block, (transformers.AttentionHead, transformers.MultiAttentionHead))
-    if is_attn == (half % 2 == 1):
-      half += 1  # an empty half-layer in between
-    layer = half // 2
-    while len(layers) <= layer:
-      layers.append(([], None))
-    heads, mlp = layers[layer]
-    if is_attn:
-      heads = list(block.heads()) if isinstance(block, transformers.MultiAttentionHead) else [block]
-      layers[layer] = (heads, mlp)
-    else:
-      layers[layer] = (heads, block)
-    half += 1
-  return layers
+def _layered(
+    blocks: Sequence[transformers.HalfLayerBlock],
+) -> List[Tuple[list, Optional[transformers.MLP]]]:
+    """Splits the alternating block list into (heads, mlp) per layer."""
+    layers: List[Tuple[list, Optional[transformers.MLP]]] = []
+    half = 0
+    for block in blocks:
+        is_attn = isinstance(block, (transformers.AttentionHead, transformers.MultiAttentionHead))
+        if is_attn == (half % 2 == 1):
+            half += 1  # an empty half-layer in between
+        layer = half // 2
+        while len(layers) <= layer:
+            layers.append(([], None))
+        heads, mlp = layers[layer]
+        if is_attn:
+            heads = (
+                list(block.heads())
+                if isinstance(block, transformers.MultiAttentionHead)
+                else [block]
+            )
+            layers[layer] = (heads, mlp)
+        else:
+            layers[layer] = (heads, block)
+        half += 1
+    return layers
 
 
 class _ResidualIndex:
-  """Maps basis directions to residual rows."""
+    """Maps basis directions to residual rows."""
 
-  def __init__(self, space: bases.VectorSpaceWithBasis):
-    self.space = space
-    self.index = {d: i for i, d in enumerate(space.basis)}
+    def __init__(self, space: bases.VectorSpaceWithBasis):
+        self.space = space
+        self.index = {d: i for i, d in enumerate(space.basis)}
 
-  def rows(self, space: bases.VectorSpaceWithBasis) -> np.ndarray:
-    return np.array([self.index[d] for d in space.basis], dtype=np.int64)
+    def rows(self, space: bases.VectorSpaceWithBasis) -> np.ndarray:
+        return np.array([self.index[d] for d in space.basis], dtype=np.int64)
 
 
 def _head_factors(head: transformers.AttentionHead, res: _ResidualIndex):
-  """Factor W_QK = Wq Wk^T and W_OV = Wv Wo in residual coordinates.
+    """Factor W_QK = Wq Wk^T and W_OV = Wv Wo in residual coordinates.
 
-  The smaller side of each bilinear/linear map is used as the head's inner
-  dimension, so key/value size is min(|left|, |right|) and min(|in|, |out|).
-  """
-  d = res.space.num_dims
-  qk = head.w_qk
-  left, right = res.rows(qk.left_space), res.rows(qk.right_space)
-  m = qk.matrix
-  if len(left) <= len(right):
-    wq = np.zeros((d, len(left)))
-    wq[left, np.arange(len(left))] = 1.0
-    wk = np.zeros((d, len(left)))
-    wk[right, :] = m.T
-  else:
-    wq = np.zeros((d, len(right)))
-    wq[left, :] = m
-    wk = np.zeros((d, len(right)))
-    wk[right, np.arange(len(right))] = 1.0
-  ov = head.w_ov
-  vin, vout = res.rows(ov.input_space), res.rows(ov.output_space)
-  if len(vin) <= len(vout):
-    wv = np.zeros((d, len(vin)))
-    wv[vin, np.arange(len(vin))] = 1.0
-    wo = np.zeros((len(vin), d))
-    wo[:, vout] = ov.matrix
-  else:
-    wv = np.zeros((d, len(vout)))
-    wv[vin, :] = ov.matrix
-    wo = np.zeros((len(vout), d))
-    wo[np.arange(len(vout)), vout] = 1.0
-  return wq, wk, wv, wo
+    The smaller side of each bilinear/linear map is used as the head's inner
+    dimension, so key/value size is min(|left|, |right|) and min(|in|, |out|).
+    """
+    d = res.space.num_dims
+    qk = head.w_qk
+    left, right = res.rows(qk.left_space), res.rows(qk.right_space)
+    m = qk.matrix
+    if len(left) <= len(right):
+        wq = np.zeros((d, len(left)))
+        wq[left, np.arange(len(left))] = 1.0
+        wk = np.zeros((d, len(left)))
+        wk[right, :] = m.T
+    else:
+        wq = np.zeros((d, len(right)))
+        wq[left, :] = m
+        wk = np.zeros((d, len(right)))
+        wk[right, np.arange(len(right))] = 1.0
+    ov = head.w_ov
+    vin, vout = res.rows(ov.input_space), res.rows(ov.output_space)
+    if len(vin) <= len(vout):
+        wv = np.zeros((d, len(vin)))
+        wv[vin, np.arange(len(vin))] = 1.0
+        wo = np.zeros((len(vin), d))
+        wo[:, vout] = ov.matrix
+    else:
+        wv = np.zeros((d, len(vout)))
+        wv[vin, :] = ov.matrix
+        wo = np.zeros((len(vout), d))
+        wo[np.arange(len(vout)), vout] = 1.0
+    return wq, wk, wv, wo
 
 
 def _make_residual_space(craft_model, tokens_space, indices_space, output_space):
-  del tokens_space, indices_space  # only directions the blocks read or write are kept
-  return bases.join_vector_spaces(craft_model.residual_space, output_space,
-                                  bases.VectorSpaceWithBasis([_ONE_DIRECTION]))
+    del tokens_space, indices_space  # only directions the blocks read or write are kept
+    return bases.join_vector_spaces(
+        craft_model.residual_space, output_space, bases.VectorSpaceWithBasis([_ONE_DIRECTION])
+    )
 
 
 def assemble_craft_model(
@@ -179,128 +185,137 @@ def assemble_craft_model(
     pad_token: Optional[Any] = None,
     residual_space: Optional[bases.VectorSpaceWithBasis] = None,
 ) -> AssembledTransformerModel:
-  """Writes the craft model into Haiku parameters.
+    """Writes the craft model into Haiku parameters.
 
-  Args:
-    craft_model: half-layer blocks in order (see craft_graph_to_model).
-    tokens_space: one direction per token id, in id order (BOS/PAD included).
-    indices_space: one direction per position of the real tokens.
-    output_space: the program output's directions (unembedding).
-    categorical_output: decode by argmax (True) or read the magnitude.
-    causal: build a causally-masked model.
-    bos_token, pad_token: token values; PAD positions are masked from attention.
-    residual_space: the residual order to use; by default the sorted join of
-      every block's space, the output space and `one`.
-  """
-  if residual_space is None:
-    residual_space = _make_residual_space(craft_model, tokens_space, indices_space, output_space)
-  res = _ResidualIndex(residual_space)
-  d_model = residual_space.num_dims
-  layers = _layered(craft_model.blocks)
-  if not layers:
-    layers = [([], None)]
+    Args:
+      craft_model: half-layer blocks in order (see craft_graph_to_model).
+      tokens_space: one direction per token id, in id order (BOS/PAD included).
+      indices_space: one direction per position of the real tokens.
+      output_space: the program output's directions (unembedding).
+      categorical_output: decode by argmax (True) or read the magnitude.
+      causal: build a causally-masked model.
+      bos_token, pad_token: token values; PAD positions are masked from attention.
+      residual_space: the residual order to use; by default the sorted join of
+        every block's space, the output space and `one`.
+    """
+    if residual_space is None:
+        residual_space = _make_residual_space(
+            craft_model, tokens_space, indices_space, output_space
+        )
+    res = _ResidualIndex(residual_space)
+    d_model = residual_space.num_dims
+    layers = _layered(craft_model.blocks)
+    if not layers:
+        layers = [([], None)]
 
-  head_factors = [[_head_factors(h, res) for h in heads] for heads, _ in layers]
-  num_heads = max([len(h) for h in head_factors] + [1])
-  key_size = max([f[0].shape[1] for hs in head_factors for f in hs]
-                 + [f[2].shape[1] for hs in head_factors for f in hs] + [1])
-  mlp_hidden = max([mlp.fst.output_space.num_dims for _, mlp in layers if mlp is not None] + [1])
-
-  params: Dict[str, Dict[str, np.ndarray]] = {}
-  for layer, ((heads, mlp), factors) in enumerate(zip(layers, head_factors)):
-    wq = np.zeros((d_model, num_heads, key_size))
-    wk = np.zeros_like(wq)
-    wv = np.zeros_like(wq)
-    wo = np.zeros((num_heads, key_size, d_model))
-    for h, (q, k, v, o) in enumerate(factors):
-      wq[:, h, : q.shape[1]] = q
-      wk[:, h, : k.shape[1]] = k
-      wv[:, h, : v.shape[1]] = v
-      wo[h, : o.shape[0], :] = o
-    # The attention divides logits by sqrt(key_size); fold the inverse in.
-    wq *= np.sqrt(key_size)
-    for name, w in (("query", wq), ("key", wk), ("value", wv)):
-      params[param_name(layer, "attn", name)] = {
-          "w": w.reshape(d_model, num_heads * key_size), "b": np.zeros(num_heads * key_size)}
-    params[param_name(layer, "attn", "linear")] = {
-        "w": wo.reshape(num_heads * key_size, d_model), "b": np.zeros(d_model)}
-
-    w1 = np.zeros((d_model, mlp_hidden))
-    w2 = np.zeros((mlp_hidden, d_model))
-    if mlp is not None:
-      hidden = mlp.fst.output_space.num_dims
-      w1[res.rows(mlp.fst.input_space), :hidden] = mlp.fst.matrix
-      w2[np.ix_(np.arange(hidden), res.rows(mlp.snd.output_space))] = mlp.snd.matrix
-    params[param_name(layer, "mlp", "linear_1")] = {"w": w1, "b": np.zeros(mlp_hidden)}
-    params[param_name(layer, "mlp", "linear_2")] = {"w": w2, "b": np.zeros(d_model)}
-
-  # Embeddings: a token writes its own direction (if the program reads it)
-  # and the constant `one`; position p >= 1 writes indices:p-1 (BOS has none).
-  token_matrix = np.zeros((tokens_space.num_dims, d_model))
-  for i, direction in enumerate(tokens_space.basis):
-    if direction in res.index:
-      token_matrix[i, res.index[direction]] = 1.0
-  if _ONE_DIRECTION in res.index:
-    token_matrix[:, res.index[_ONE_DIRECTION]] = 1.0
-  pos_matrix = np.zeros((indices_space.num_dims + 1, d_model))
-  for i, direction in enumerate(indices_space.basis):
-    if direction in res.index:
-      pos_matrix[i + 1, res.index[direction]] = 1.0
-  params["token_embed"] = {"embeddings": token_matrix}
-  params["pos_embed"] = {"embeddings": pos_matrix}
-
-  unembed_matrix = np.zeros((d_model, output_space.num_dims))
-  unembed_matrix[res.rows(output_space), np.arange(output_space.num_dims)] = 1.0
-
-  params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.float32), params)
-  config = model.TransformerConfig(
-      num_heads=num_heads,
-      num_layers=len(layers),
-      key_size=key_size,
-      mlp_hidden_size=mlp_hidden,
-      dropout_rate=0.0,
-      activation_function=jax.nn.relu,
-      layer_norm=False,
-      causal=causal,
-  )
-  token_ids = {d.value: i for i, d in enumerate(tokens_space.basis)}
-  pad_id = token_ids.get(pad_token) if pad_token is not None else None
-
-  def get_compiled_model() -> model.CompiledTransformerModel:
-    transformer = model.Transformer(config, name="transformer")
-    embed_modules = _make_embedding_modules(token_matrix, pos_matrix, unembed_matrix)
-    return model.CompiledTransformerModel(
-        transformer=transformer,
-        token_embed=embed_modules.token_embed,
-        position_embed=embed_modules.pos_embed,
-        unembed=embed_modules.unembed,
-        use_unembed_argmax=categorical_output,
-        pad_token=pad_id,
+    head_factors = [[_head_factors(h, res) for h in heads] for heads, _ in layers]
+    num_heads = max([len(h) for h in head_factors] + [1])
+    key_size = max(
+        [f[0].shape[1] for hs in head_factors for f in hs]
+        + [f[2].shape[1] for hs in head_factors for f in hs]
+        + [1]
     )
+    mlp_hidden = max([mlp.fst.output_space.num_dims for _, mlp in layers if mlp is not None] + [1])
 
-  @hk.without_apply_rng
-  @hk.transform
-  def forward(token_ids: jax.Array) -> model.CompiledTransformerModelOutput:
-    return get_compiled_model()(token_ids, use_dropout=False)
+    params: Dict[str, Dict[str, np.ndarray]] = {}
+    for layer, ((_, mlp), factors) in enumerate(zip(layers, head_factors)):
+        wq = np.zeros((d_model, num_heads, key_size))
+        wk = np.zeros_like(wq)
+        wv = np.zeros_like(wq)
+        wo = np.zeros((num_heads, key_size, d_model))
+        for h, (q, k, v, o) in enumerate(factors):
+            wq[:, h, : q.shape[1]] = q
+            wk[:, h, : k.shape[1]] = k
+            wv[:, h, : v.shape[1]] = v
+            wo[h, : o.shape[0], :] = o
+        # The attention divides logits by sqrt(key_size); fold the inverse in.
+        wq *= np.sqrt(key_size)
+        for name, w in (("query", wq), ("key", wk), ("value", wv)):
+            params[param_name(layer, "attn", name)] = {
+                "w": w.reshape(d_model, num_heads * key_size),
+                "b": np.zeros(num_heads * key_size),
+            }
+        params[param_name(layer, "attn", "linear")] = {
+            "w": wo.reshape(num_heads * key_size, d_model),
+            "b": np.zeros(d_model),
+        }
 
-  return AssembledTransformerModel(
-      forward=jax.jit(forward.apply),
-      get_compiled_model=get_compiled_model,
-      params=params,
-      model_config=config,
-      residual_labels=[str(d) for d in residual_space.basis],
-  )
+        w1 = np.zeros((d_model, mlp_hidden))
+        w2 = np.zeros((mlp_hidden, d_model))
+        if mlp is not None:
+            hidden = mlp.fst.output_space.num_dims
+            w1[res.rows(mlp.fst.input_space), :hidden] = mlp.fst.matrix
+            w2[np.ix_(np.arange(hidden), res.rows(mlp.snd.output_space))] = mlp.snd.matrix
+        params[param_name(layer, "mlp", "linear_1")] = {"w": w1, "b": np.zeros(mlp_hidden)}
+        params[param_name(layer, "mlp", "linear_2")] = {"w": w2, "b": np.zeros(d_model)}
+
+    # Embeddings: a token writes its own direction (if the program reads it)
+    # and the constant `one`; position p >= 1 writes indices:p-1 (BOS has none).
+    token_matrix = np.zeros((tokens_space.num_dims, d_model))
+    for i, direction in enumerate(tokens_space.basis):
+        if direction in res.index:
+            token_matrix[i, res.index[direction]] = 1.0
+    if _ONE_DIRECTION in res.index:
+        token_matrix[:, res.index[_ONE_DIRECTION]] = 1.0
+    pos_matrix = np.zeros((indices_space.num_dims + 1, d_model))
+    for i, direction in enumerate(indices_space.basis):
+        if direction in res.index:
+            pos_matrix[i + 1, res.index[direction]] = 1.0
+    params["token_embed"] = {"embeddings": token_matrix}
+    params["pos_embed"] = {"embeddings": pos_matrix}
+
+    unembed_matrix = np.zeros((d_model, output_space.num_dims))
+    unembed_matrix[res.rows(output_space), np.arange(output_space.num_dims)] = 1.0
+
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.float32), params)
+    config = model.TransformerConfig(
+        num_heads=num_heads,
+        num_layers=len(layers),
+        key_size=key_size,
+        mlp_hidden_size=mlp_hidden,
+        dropout_rate=0.0,
+        activation_function=jax.nn.relu,
+        layer_norm=False,
+        causal=causal,
+    )
+    token_ids = {d.value: i for i, d in enumerate(tokens_space.basis)}
+    pad_id = token_ids.get(pad_token) if pad_token is not None else None
+
+    def get_compiled_model() -> model.CompiledTransformerModel:
+        transformer = model.Transformer(config, name="transformer")
+        embed_modules = _make_embedding_modules(token_matrix, pos_matrix, unembed_matrix)
+        return model.CompiledTransformerModel(
+            transformer=transformer,
+            token_embed=embed_modules.token_embed,
+            position_embed=embed_modules.pos_embed,
+            unembed=embed_modules.unembed,
+            use_unembed_argmax=categorical_output,
+            pad_token=pad_id,
+        )
+
+    @hk.without_apply_rng
+    @hk.transform
+    def forward(token_ids: jax.Array) -> model.CompiledTransformerModelOutput:
+        return get_compiled_model()(token_ids, use_dropout=False)
+
+    return AssembledTransformerModel(
+        forward=jax.jit(forward.apply),
+        get_compiled_model=get_compiled_model,
+        params=params,
+        model_config=config,
+        residual_labels=[str(d) for d in residual_space.basis],
+    )
 
 
 def _make_embedding_modules(token_matrix, pos_matrix, unembed_matrix) -> EmbeddingModules:
-  token_embed = hk.Embed(embedding_matrix=token_matrix, name="token_embed")
-  pos_embed = hk.Embed(embedding_matrix=pos_matrix, name="pos_embed")
-  unembed_const = jnp.asarray(unembed_matrix, dtype=jnp.float32)
+    token_embed = hk.Embed(embedding_matrix=token_matrix, name="token_embed")
+    pos_embed = hk.Embed(embedding_matrix=pos_matrix, name="pos_embed")
+    unembed_const = jnp.asarray(unembed_matrix, dtype=jnp.float32)
 
-  def unembed(x: jax.Array, use_unembed_argmax: bool) -> jax.Array:
-    out = x @ unembed_const  # [B, T, O]
-    if use_unembed_argmax:
-      return jnp.argmax(out, axis=-1)
-    return out[..., 0]
+    def unembed(x: jax.Array, use_unembed_argmax: bool) -> jax.Array:
+        out = x @ unembed_const  # [B, T, O]
+        if use_unembed_argmax:
+            return jnp.argmax(out, axis=-1)
+        return out[..., 0]
 
-  return EmbeddingModules(token_embed=token_embed, pos_embed=pos_embed, unembed=unembed)
+    return EmbeddingModules(token_embed=token_embed, pos_embed=pos_embed, unembed=unembed)

@@ -19,88 +19,96 @@ Predicate = Callable[[rasp.Value, rasp.Value], bool]
 
 
 def _pair(a, b):
-  return (a, b)
+    return (a, b)
 
 
 def _zip(fst: rasp.SOp, snd: rasp.SOp, label: str) -> rasp.SOp:
-  if fst is snd or fst.label == snd.label:
-    return fst
-  return rasp.categorical(rasp.SequenceMap(_pair, fst, snd)).named(label)
+    if fst is snd or fst.label == snd.label:
+        return fst
+    return rasp.categorical(rasp.SequenceMap(_pair, fst, snd)).named(label)
 
 
 def _lower(selector: rasp.Selector, memo: Dict[Any, Any]) -> Tuple[rasp.SOp, rasp.SOp, Predicate]:
-  """(keys, queries, predicate(key, query)) equivalent to the selector."""
-  if isinstance(selector, rasp.Select):
-    return rebuild(selector.keys, memo), rebuild(selector.queries, memo), selector.predicate
-  if isinstance(selector, rasp.SelectorNot):
-    keys, queries, pred = _lower(selector.inner, memo)
-    return keys, queries, lambda k, q: not pred(k, q)
-  if isinstance(selector, (rasp.SelectorAnd, rasp.SelectorOr)):
-    k1, q1, p1 = _lower(selector.fst, memo)
-    k2, q2, p2 = _lower(selector.snd, memo)
-    combine = all if isinstance(selector, rasp.SelectorAnd) else any
-    keys = _zip(k1, k2, f"{selector.label}_keys")
-    queries = _zip(q1, q2, f"{selector.label}_queries")
-    zipped_keys, zipped_queries = keys is not k1, queries is not q1
+    """(keys, queries, predicate(key, query)) equivalent to the selector."""
+    if isinstance(selector, rasp.Select):
+        return rebuild(selector.keys, memo), rebuild(selector.queries, memo), selector.predicate
+    if isinstance(selector, rasp.SelectorNot):
+        keys, queries, pred = _lower(selector.inner, memo)
+        return keys, queries, lambda k, q: not pred(k, q)
+    if isinstance(selector, (rasp.SelectorAnd, rasp.SelectorOr)):
+        k1, q1, p1 = _lower(selector.fst, memo)
+        k2, q2, p2 = _lower(selector.snd, memo)
+        combine = all if isinstance(selector, rasp.SelectorAnd) else any
+        keys = _zip(k1, k2, f"{selector.label}_keys")
+        queries = _zip(q1, q2, f"{selector.label}_queries")
+        zipped_keys, zipped_queries = keys is not k1, queries is not q1
 
-    def pred(k, q):
-      ka, kb = k if zipped_keys else (k, k)
-      qa, qb = q if zipped_queries else (q, q)
-      return combine((p1(ka, qa), p2(kb, qb)))
+        def pred(k, q):
+            ka, kb = k if zipped_keys else (k, k)
+            qa, qb = q if zipped_queries else (q, q)
+            return combine((p1(ka, qa), p2(kb, qb)))
 
-    return keys, queries, pred
-  raise NotImplementedError(
-      f"{selector.label}: {type(selector).__name__} cannot be compiled into an attention pattern.")
+        return keys, queries, pred
+    raise NotImplementedError(
+        f"{selector.label}: {type(selector).__name__} cannot be compiled into an attention pattern."
+    )
 
 
 def _copy_annotations(new: rasp.RASPExpr, old: rasp.RASPExpr) -> rasp.RASPExpr:
-  return rasp.annotate(new, **dict(old.annotations))
+    return rasp.annotate(new, **dict(old.annotations))
 
 
 def rebuild(expr: rasp.RASPExpr, memo: Dict[Any, Any]) -> rasp.RASPExpr:
-  """expr with every Aggregate/SelectorWidth reading a single Select."""
-  key = id(expr)
-  if key in memo:
-    return memo[key]
-  new: rasp.RASPExpr = expr
-  if isinstance(expr, (rasp.Aggregate, rasp.SelectorWidth)):
-    selector = expr.selector
-    if isinstance(selector, rasp.ConstantSelector):
-      new_selector = selector  # rejected by validation
-    elif isinstance(selector, rasp.Select):
-      keys, queries = rebuild(selector.keys, memo), rebuild(selector.queries, memo)
-      unchanged = keys is selector.keys and queries is selector.queries
-      new_selector = selector if unchanged else _copy_annotations(
-          rasp.Select(keys, queries, selector.predicate), selector)
-    else:
-      # Memoised so that a selector read twice is lowered (and labelled) once.
-      lowered_key = ("lowered", id(selector))
-      if lowered_key not in memo:
-        keys, queries, pred = _lower(selector, memo)
-        memo[lowered_key] = rasp.Select(keys, queries, pred).named(selector.label)
-      new_selector = memo[lowered_key]
-    if isinstance(expr, rasp.Aggregate):
-      sop = rebuild(expr.sop, memo)
-      if new_selector is not expr.selector or sop is not expr.sop:
-        new = _copy_annotations(rasp.Aggregate(new_selector, sop, default=expr.default), expr)
-    elif new_selector is not expr.selector:
-      new = _copy_annotations(rasp.SelectorWidth(new_selector), expr)
-  elif isinstance(expr, rasp.Map):
-    inner = rebuild(expr.inner, memo)
-    if inner is not expr.inner:
-      new = _copy_annotations(rasp.Map(expr.f, inner, simplify=False), expr)
-  elif isinstance(expr, rasp.LinearSequenceMap):
-    fst, snd = rebuild(expr.fst, memo), rebuild(expr.snd, memo)
-    if fst is not expr.fst or snd is not expr.snd:
-      new = _copy_annotations(rasp.LinearSequenceMap(fst, snd, expr.fst_fac, expr.snd_fac), expr)
-  elif isinstance(expr, rasp.SequenceMap):
-    fst, snd = rebuild(expr.fst, memo), rebuild(expr.snd, memo)
-    if fst is not expr.fst or snd is not expr.snd:
-      new = _copy_annotations(rasp.SequenceMap(expr.f, fst, snd), expr)
-  memo[key] = new
-  return new
+    """expr with every Aggregate/SelectorWidth reading a single Select."""
+    key = id(expr)
+    if key in memo:
+        return memo[key]
+    new: rasp.RASPExpr = expr
+    if isinstance(expr, (rasp.Aggregate, rasp.SelectorWidth)):
+        selector = expr.selector
+        if isinstance(selector, rasp.ConstantSelector):
+            new_selector = selector  # rejected by validation
+        elif isinstance(selector, rasp.Select):
+            keys, queries = rebuild(selector.keys, memo), rebuild(selector.queries, memo)
+            unchanged = keys is selector.keys and queries is selector.queries
+            new_selector = (
+                selector
+                if unchanged
+                else _copy_annotations(rasp.Select(keys, queries, selector.predicate), selector)
+            )
+        else:
+            # Memoised so that a selector read twice is lowered (and labelled) once.
+            lowered_key = ("lowered", id(selector))
+            if lowered_key not in memo:
+                keys, queries, pred = _lower(selector, memo)
+                memo[lowered_key] = rasp.Select(keys, queries, pred).named(selector.label)
+            new_selector = memo[lowered_key]
+        if isinstance(expr, rasp.Aggregate):
+            sop = rebuild(expr.sop, memo)
+            if new_selector is not expr.selector or sop is not expr.sop:
+                new = _copy_annotations(
+                    rasp.Aggregate(new_selector, sop, default=expr.default), expr
+                )
+        elif new_selector is not expr.selector:
+            new = _copy_annotations(rasp.SelectorWidth(new_selector), expr)
+    elif isinstance(expr, rasp.Map):
+        inner = rebuild(expr.inner, memo)
+        if inner is not expr.inner:
+            new = _copy_annotations(rasp.Map(expr.f, inner, simplify=False), expr)
+    elif isinstance(expr, rasp.LinearSequenceMap):
+        fst, snd = rebuild(expr.fst, memo), rebuild(expr.snd, memo)
+        if fst is not expr.fst or snd is not expr.snd:
+            new = _copy_annotations(
+                rasp.LinearSequenceMap(fst, snd, expr.fst_fac, expr.snd_fac), expr
+            )
+    elif isinstance(expr, rasp.SequenceMap):
+        fst, snd = rebuild(expr.fst, memo), rebuild(expr.snd, memo)
+        if fst is not expr.fst or snd is not expr.snd:
+            new = _copy_annotations(rasp.SequenceMap(expr.f, fst, snd), expr)
+    memo[key] = new
+    return new
 
 
 def lower_combined_selectors(program: rasp.SOp) -> rasp.SOp:
-  """Returns an equivalent program in which every selector read is a Select."""
-  return rebuild(program, {})
+    """Returns an equivalent program in which every selector read is a Select."""
+    return rebuild(program, {})

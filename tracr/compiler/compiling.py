@@ -1,12 +1,12 @@
 """compile_rasp_to_model: the compiler's passes, in order.
 
-  program
-    -> combined_selectors.lower_combined_selectors   (And/Or/Not -> one Select)
-    -> rasp_to_graph.extract_rasp_graph              (networkx graph)
-    -> basis_inference.infer_bases                   (value sets, bases)
-    -> expr_to_craft_graph.add_craft_components...   (a craft block per expr)
-    -> craft_graph_to_model.craft_graph_to_model     (layer allocation)
-    -> craft_model_to_transformer                    (params, encoders)
+program
+  -> combined_selectors.lower_combined_selectors   (And/Or/Not -> one Select)
+  -> rasp_to_graph.extract_rasp_graph              (networkx graph)
+  -> basis_inference.infer_bases                   (value sets, bases)
+  -> expr_to_craft_graph.add_craft_components...   (a craft block per expr)
+  -> craft_graph_to_model.craft_graph_to_model     (layer allocation)
+  -> craft_model_to_transformer                    (params, encoders)
 """
 
 from __future__ import annotations
@@ -31,23 +31,24 @@ COMPILER_PAD = "compiler_pad"
 
 
 def _check_arguments(program, vocab, max_seq_len, compiler_bos, compiler_pad) -> None:
-  if not isinstance(program, rasp.SOp):
-    raise TypeError(f"program must be a rasp.SOp, got {type(program).__name__}: {program!r}.")
-  if isinstance(vocab, (str, bytes)) or not hasattr(vocab, "__iter__"):
-    raise TypeError(f"vocab must be a set of tokens, got {type(vocab).__name__}: {vocab!r}.")
-  if not vocab:
-    raise ValueError("vocab is empty: give the set of tokens the model should accept.")
-  if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int) or max_seq_len < 1:
-    raise ValueError(f"max_seq_len must be a positive int, got {max_seq_len!r}.")
-  if compiler_bos == compiler_pad:
-    raise ValueError(f"compiler_bos and compiler_pad must differ, both are {compiler_bos!r}.")
-  for name, token in (("compiler_bos", compiler_bos), ("compiler_pad", compiler_pad)):
-    if token in vocab:
-      raise ValueError(
-          f"The {name} token {token!r} is also in the vocab; pass a different {name}= "
-          "or remove it from the vocab.")
-  if None in vocab:
-    raise ValueError("vocab contains None, which RASP uses for 'no value'; remove it.")
+    if not isinstance(program, rasp.SOp):
+        raise TypeError(f"program must be a rasp.SOp, got {type(program).__name__}: {program!r}.")
+    if isinstance(vocab, (str, bytes)) or not hasattr(vocab, "__iter__"):
+        raise TypeError(f"vocab must be a set of tokens, got {type(vocab).__name__}: {vocab!r}.")
+    if not vocab:
+        raise ValueError("vocab is empty: give the set of tokens the model should accept.")
+    if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int) or max_seq_len < 1:
+        raise ValueError(f"max_seq_len must be a positive int, got {max_seq_len!r}.")
+    if compiler_bos == compiler_pad:
+        raise ValueError(f"compiler_bos and compiler_pad must differ, both are {compiler_bos!r}.")
+    for name, token in (("compiler_bos", compiler_bos), ("compiler_pad", compiler_pad)):
+        if token in vocab:
+            raise ValueError(
+                f"The {name} token {token!r} is also in the vocab; pass a different {name}= "
+                "or remove it from the vocab."
+            )
+    if None in vocab:
+        raise ValueError("vocab contains None, which RASP uses for 'no value'; remove it.")
 
 
 def compile_rasp_to_model(
@@ -59,51 +60,51 @@ def compile_rasp_to_model(
     compiler_pad: str = COMPILER_PAD,
     mlp_exactness: Optional[float] = 100,
 ) -> assemble.AssembledTransformerModel:
-  """Compiles a RASP program into a transformer.
+    """Compiles a RASP program into a transformer.
 
-  Args:
-    program: the RASP SOp whose value the model outputs.
-    vocab: the tokens the model accepts (not including BOS/PAD).
-    max_seq_len: the longest input, not counting BOS.
-    causal: compile a causally-masked model (position i sees positions <= i).
-    compiler_bos, compiler_pad: the BOS and PAD tokens; neither may be in vocab.
-    mlp_exactness: sharpness of the discretising MLPs, in units of the gap
-      between neighbouring input values (None: the default, 100).
+    Args:
+      program: the RASP SOp whose value the model outputs.
+      vocab: the tokens the model accepts (not including BOS/PAD).
+      max_seq_len: the longest input, not counting BOS.
+      causal: compile a causally-masked model (position i sees positions <= i).
+      compiler_bos, compiler_pad: the BOS and PAD tokens; neither may be in vocab.
+      mlp_exactness: sharpness of the discretising MLPs, in units of the gap
+        between neighbouring input values (None: the default, 100).
 
-  Returns:
-    The assembled model, with `apply`, params and encoders.
+    Returns:
+      The assembled model, with `apply`, params and encoders.
 
-  Raises:
-    ValueError: bad arguments (BOS/PAD in vocab, empty vocab, ...).
-    NotImplementedError: the program uses constructs the compiler cannot
-      turn into exact weights; the message lists each expression and reason.
-  """
-  _check_arguments(program, vocab, max_seq_len, compiler_bos, compiler_pad)
-  vocab = set(vocab)
-  unsupported = validating.static_validate(program)
-  if unsupported:
-    reasons = "\n".join(f"  - {u.expr.label}: {u.reason}" for u in unsupported)
-    raise NotImplementedError(f"The program cannot be compiled:\n{reasons}")
+    Raises:
+      ValueError: bad arguments (BOS/PAD in vocab, empty vocab, ...).
+      NotImplementedError: the program uses constructs the compiler cannot
+        turn into exact weights; the message lists each expression and reason.
+    """
+    _check_arguments(program, vocab, max_seq_len, compiler_bos, compiler_pad)
+    vocab = set(vocab)
+    unsupported = validating.static_validate(program)
+    if unsupported:
+        reasons = "\n".join(f"  - {u.expr.label}: {u.reason}" for u in unsupported)
+        raise NotImplementedError(f"The program cannot be compiled:\n{reasons}")
 
-  program = combined_selectors.lower_combined_selectors(program)
-  extracted = rasp_to_graph.extract_rasp_graph(program)
-  graph, sources, sink = extracted.graph, extracted.sources, extracted.sink
-  basis_inference.infer_bases(graph, sink, vocab, max_seq_len)
-  expr_to_craft_graph.add_craft_components_to_rasp_graph(
-      graph,
-      bos_dir=bases.BasisDirection(rasp.tokens.label, compiler_bos),
-      one_dir=bases.BasisDirection("one"),
-      causal=causal,
-      mlp_exactness=mlp_exactness,
-  )
-  craft_model = craft_graph_to_model.craft_graph_to_model(graph, sources)
-  return craft_model_to_transformer.craft_model_to_transformer(
-      craft_model=craft_model,
-      graph=graph,
-      sink=sink,
-      max_seq_len=max_seq_len,
-      compiler_bos=compiler_bos,
-      compiler_pad=compiler_pad,
-      causal=causal,
-      vocab=vocab,
-  )
+    program = combined_selectors.lower_combined_selectors(program)
+    extracted = rasp_to_graph.extract_rasp_graph(program)
+    graph, sources, sink = extracted.graph, extracted.sources, extracted.sink
+    basis_inference.infer_bases(graph, sink, vocab, max_seq_len)
+    expr_to_craft_graph.add_craft_components_to_rasp_graph(
+        graph,
+        bos_dir=bases.BasisDirection(rasp.tokens.label, compiler_bos),
+        one_dir=bases.BasisDirection("one"),
+        causal=causal,
+        mlp_exactness=mlp_exactness,
+    )
+    craft_model = craft_graph_to_model.craft_graph_to_model(graph, sources)
+    return craft_model_to_transformer.craft_model_to_transformer(
+        craft_model=craft_model,
+        graph=graph,
+        sink=sink,
+        max_seq_len=max_seq_len,
+        compiler_bos=compiler_bos,
+        compiler_pad=compiler_pad,
+        causal=causal,
+        vocab=vocab,
+    )

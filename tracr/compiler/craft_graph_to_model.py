@@ -21,85 +21,89 @@ NodeID = nodes.NodeID
 
 
 def _is_attn(block) -> bool:
-  return isinstance(block, (transformers.AttentionHead, transformers.MultiAttentionHead))
+    return isinstance(block, (transformers.AttentionHead, transformers.MultiAttentionHead))
 
 
 def _sub_blocks(block) -> List[transformers.HalfLayerBlock]:
-  if isinstance(block, transformers.SeriesWithResiduals):
-    out = []
-    for b in block.blocks:
-      out.extend(_sub_blocks(b))
-    return out
-  return [block]
+    if isinstance(block, transformers.SeriesWithResiduals):
+        out = []
+        for b in block.blocks:
+            out.extend(_sub_blocks(b))
+        return out
+    return [block]
 
 
 def _schedule(graph: nx.DiGraph) -> Dict[NodeID, List[int]]:
-  """Half-layer index of each sub-block of every node that has a block.
+    """Half-layer index of each sub-block of every node that has a block.
 
-  A node's "ready" half-layer is where its value is available: -1 for inputs,
-  else the half-layer of its last sub-block. Nodes without blocks (selectors)
-  are ready when their inputs are.
-  """
-  ready: Dict[NodeID, int] = {}
-  placement: Dict[NodeID, List[int]] = {}
-  for label in nx.topological_sort(graph):
-    node = graph.nodes[label]
-    start = max((ready[p] for p in graph.predecessors(label)), default=-1)
-    block = node.get(nodes.MODEL_BLOCK)
-    if block is None:
-      ready[label] = start
-      continue
-    halves = []
-    h = start
-    for sub in _sub_blocks(block):
-      h += 1
-      want_parity = 0 if _is_attn(sub) else 1
-      if h % 2 != want_parity:
-        h += 1
-      halves.append(h)
-    placement[label] = halves
-    ready[label] = h
-  return placement
+    A node's "ready" half-layer is where its value is available: -1 for inputs,
+    else the half-layer of its last sub-block. Nodes without blocks (selectors)
+    are ready when their inputs are.
+    """
+    ready: Dict[NodeID, int] = {}
+    placement: Dict[NodeID, List[int]] = {}
+    for label in nx.topological_sort(graph):
+        node = graph.nodes[label]
+        start = max((ready[p] for p in graph.predecessors(label)), default=-1)
+        block = node.get(nodes.MODEL_BLOCK)
+        if block is None:
+            ready[label] = start
+            continue
+        halves = []
+        h = start
+        for sub in _sub_blocks(block):
+            h += 1
+            want_parity = 0 if _is_attn(sub) else 1
+            if h % 2 != want_parity:
+                h += 1
+            halves.append(h)
+        placement[label] = halves
+        ready[label] = h
+    return placement
 
 
 def compute_computational_depth(graph: nx.DiGraph, sources_ids: Sequence[int]) -> Dict[int, int]:
-  """Half-layer at which each node's value becomes available (-1 for inputs)."""
-  del sources_ids
-  placement = _schedule(graph)
-  depth: Dict = {}
-  for label in nx.topological_sort(graph):
-    if label in placement:
-      depth[label] = placement[label][-1]
-    else:
-      depth[label] = max((depth[p] for p in graph.predecessors(label)), default=-1)
-  return depth
+    """Half-layer at which each node's value becomes available (-1 for inputs)."""
+    del sources_ids
+    placement = _schedule(graph)
+    depth: Dict = {}
+    for label in nx.topological_sort(graph):
+        if label in placement:
+            depth[label] = placement[label][-1]
+        else:
+            depth[label] = max((depth[p] for p in graph.predecessors(label)), default=-1)
+    return depth
 
 
-def craft_graph_to_model(graph: nx.DiGraph, sources: Sequence[Node]) -> transformers.SeriesWithResiduals:
-  """Chains the blocks of the graph into half-layers, in order.
+def craft_graph_to_model(
+    graph: nx.DiGraph, sources: Sequence[Node]
+) -> transformers.SeriesWithResiduals:
+    """Chains the blocks of the graph into half-layers, in order.
 
-  The result lists one block per non-empty half-layer (a MultiAttentionHead
-  or a combined MLP); `assemble` reads the alternation to place empty
-  sublayers.
-  """
-  del sources
-  placement = _schedule(graph)
-  by_half: Dict[int, List] = {}
-  for label in nx.topological_sort(graph):
-    if label not in placement:
-      continue
-    subs = _sub_blocks(graph.nodes[label][nodes.MODEL_BLOCK])
-    for h, sub in zip(placement[label], subs):
-      by_half.setdefault(h, []).append(sub)
+    The result lists one block per non-empty half-layer (a MultiAttentionHead
+    or a combined MLP); `assemble` reads the alternation to place empty
+    sublayers.
+    """
+    del sources
+    placement = _schedule(graph)
+    by_half: Dict[int, List] = {}
+    for label in nx.topological_sort(graph):
+        if label not in placement:
+            continue
+        subs = _sub_blocks(graph.nodes[label][nodes.MODEL_BLOCK])
+        for h, sub in zip(placement[label], subs):
+            by_half.setdefault(h, []).append(sub)
 
-  blocks: List[transformers.HalfLayerBlock] = []
-  for h in sorted(by_half):
-    group = by_half[h]
-    if h % 2 == 0:
-      heads = []
-      for b in group:
-        heads.extend(b.heads() if isinstance(b, transformers.MultiAttentionHead) else [b])
-      blocks.append(transformers.MultiAttentionHead(heads))
-    else:
-      blocks.append(group[0] if len(group) == 1 else transformers.MLP.combine_in_parallel(group))
-  return transformers.SeriesWithResiduals(blocks)
+    blocks: List[transformers.HalfLayerBlock] = []
+    for h in sorted(by_half):
+        group = by_half[h]
+        if h % 2 == 0:
+            heads = []
+            for b in group:
+                heads.extend(b.heads() if isinstance(b, transformers.MultiAttentionHead) else [b])
+            blocks.append(transformers.MultiAttentionHead(heads))
+        else:
+            blocks.append(
+                group[0] if len(group) == 1 else transformers.MLP.combine_in_parallel(group)
+            )
+    return transformers.SeriesWithResiduals(blocks)

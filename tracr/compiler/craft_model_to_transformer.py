@@ -23,35 +23,36 @@ def craft_model_to_transformer(
     *,
     vocab: Optional[Set[rasp.Value]] = None,
 ) -> assemble.AssembledTransformerModel:
-  """Builds the runnable model: token/position embeddings, unembedding, encoders."""
-  if vocab is None:
-    vocab = graph.nodes[rasp.tokens.label][nodes.VALUE_SET]
-  tokens_space = bases.VectorSpaceWithBasis.from_values(
-      rasp.tokens.label, set(vocab) | {compiler_bos, compiler_pad})
-  indices_space = bases.VectorSpaceWithBasis.from_values(rasp.indices.label, range(max_seq_len))
-  sink_expr = sink[nodes.EXPR]
-  categorical_output = rasp.is_categorical(sink_expr)
-  output_space = bases.VectorSpaceWithBasis(sink[nodes.OUTPUT_BASIS])
+    """Builds the runnable model: token/position embeddings, unembedding, encoders."""
+    if vocab is None:
+        vocab = graph.nodes[rasp.tokens.label][nodes.VALUE_SET]
+    tokens_space = bases.VectorSpaceWithBasis.from_values(
+        rasp.tokens.label, set(vocab) | {compiler_bos, compiler_pad}
+    )
+    indices_space = bases.VectorSpaceWithBasis.from_values(rasp.indices.label, range(max_seq_len))
+    sink_expr = sink[nodes.EXPR]
+    categorical_output = rasp.is_categorical(sink_expr)
+    output_space = bases.VectorSpaceWithBasis(sink[nodes.OUTPUT_BASIS])
 
-  assembled = assemble.assemble_craft_model(
-      craft_model=craft_model,
-      tokens_space=tokens_space,
-      indices_space=indices_space,
-      output_space=output_space,
-      categorical_output=categorical_output,
-      causal=causal,
-      bos_token=compiler_bos,
-      pad_token=compiler_pad,
-  )
-  assembled.input_encoder = encoder.CategoricalEncoder(
-      basis=tokens_space.basis,
-      enforce_bos=True,
-      bos_token=compiler_bos,
-      pad_token=compiler_pad,
-      max_seq_len=max_seq_len + 1,
-  )
-  if categorical_output:
-    assembled.output_encoder = encoder.CategoricalEncoder(basis=output_space.basis)
-  else:
-    assembled.output_encoder = encoder.NumericalEncoder()
-  return assembled
+    assembled = assemble.assemble_craft_model(
+        craft_model=craft_model,
+        tokens_space=tokens_space,
+        indices_space=indices_space,
+        output_space=output_space,
+        categorical_output=categorical_output,
+        causal=causal,
+        bos_token=compiler_bos,
+        pad_token=compiler_pad,
+    )
+    assembled.input_encoder = encoder.CategoricalEncoder(
+        basis=tokens_space.basis,
+        enforce_bos=True,
+        bos_token=compiler_bos,
+        pad_token=compiler_pad,
+        max_seq_len=max_seq_len + 1,
+    )
+    if categorical_output:
+        assembled.output_encoder = encoder.CategoricalEncoder(basis=output_space.basis)
+    else:
+        assembled.output_encoder = encoder.NumericalEncoder()
+    return assembled

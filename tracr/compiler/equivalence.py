@@ -25,41 +25,46 @@ NUMERICAL_TOLERANCE = 1e-3
 
 @dataclasses.dataclass(frozen=True)
 class Mismatch:
-  inputs: tuple
-  position: int
-  expected: Any
-  got: Any
+    inputs: tuple
+    position: int
+    expected: Any
+    got: Any
 
 
 def all_inputs(vocab: Iterable[Any], max_seq_len: int, min_len: int = 1) -> Iterator[tuple]:
-  """Every sequence over vocab of length min_len..max_seq_len (sorted vocab)."""
-  tokens = sorted(vocab, key=repr)
-  for length in range(min_len, max_seq_len + 1):
-    yield from itertools.product(tokens, repeat=length)
+    """Every sequence over vocab of length min_len..max_seq_len (sorted vocab)."""
+    tokens = sorted(vocab, key=repr)
+    for length in range(min_len, max_seq_len + 1):
+        yield from itertools.product(tokens, repeat=length)
 
 
-def sample_inputs(vocab: Iterable[Any], max_seq_len: int, num: int, seed: int = 0,
-                  min_len: int = 1) -> List[tuple]:
-  """`num` random sequences with uniformly random lengths (seeded)."""
-  rng = random.Random(seed)
-  tokens = sorted(vocab, key=repr)
-  return [tuple(rng.choice(tokens) for _ in range(rng.randint(min_len, max_seq_len)))
-          for _ in range(num)]
+def sample_inputs(
+    vocab: Iterable[Any], max_seq_len: int, num: int, seed: int = 0, min_len: int = 1
+) -> List[tuple]:
+    """`num` random sequences with uniformly random lengths (seeded)."""
+    rng = random.Random(seed)
+    tokens = sorted(vocab, key=repr)
+    return [
+        tuple(rng.choice(tokens) for _ in range(rng.randint(min_len, max_seq_len)))
+        for _ in range(num)
+    ]
 
 
-def decode_batch(model: assemble.AssembledTransformerModel, inputs: Sequence[Sequence[Any]]) -> List[List[Any]]:
-  """Decoded outputs (BOS position dropped) for equal-length inputs."""
-  bos = model.input_encoder.bos_token
-  ids = np.array([model.input_encoder.encode([bos, *x]) for x in inputs], dtype=np.int32)
-  out = model.forward(model.params, jnp.asarray(ids))
-  unembedded = np.asarray(out.unembedded_output)
-  return [model.output_encoder.decode(row.tolist())[1:] for row in unembedded]
+def decode_batch(
+    model: assemble.AssembledTransformerModel, inputs: Sequence[Sequence[Any]]
+) -> List[List[Any]]:
+    """Decoded outputs (BOS position dropped) for equal-length inputs."""
+    bos = model.input_encoder.bos_token
+    ids = np.array([model.input_encoder.encode([bos, *x]) for x in inputs], dtype=np.int32)
+    out = model.forward(model.params, jnp.asarray(ids))
+    unembedded = np.asarray(out.unembedded_output)
+    return [model.output_encoder.decode(row.tolist())[1:] for row in unembedded]
 
 
 def _values_equal(expected: Any, got: Any, numerical: bool) -> bool:
-  if numerical:
-    return math.isclose(float(expected), float(got), abs_tol=NUMERICAL_TOLERANCE)
-  return expected == got
+    if numerical:
+        return math.isclose(float(expected), float(got), abs_tol=NUMERICAL_TOLERANCE)
+    return expected == got
 
 
 def find_mismatches(
@@ -69,30 +74,32 @@ def find_mismatches(
     causal: bool = False,
     max_batch: int = 4096,
 ) -> List[Mismatch]:
-  """Every (input, position) where the model disagrees with the evaluator."""
-  evaluate = causal_eval.evaluate if causal else rasp.evaluate
-  numerical = rasp.is_numerical(program)
-  by_length: Dict[int, List[tuple]] = {}
-  for x in inputs:
-    by_length.setdefault(len(x), []).append(tuple(x))
-  mismatches: List[Mismatch] = []
-  for length in sorted(by_length):
-    group = by_length[length]
-    for start in range(0, len(group), max_batch):
-      chunk = group[start:start + max_batch]
-      for x, got in zip(chunk, decode_batch(model, chunk)):
-        expected = evaluate(program, list(x))
-        for pos, (e, g) in enumerate(zip(expected, got)):
-          if e is not None and not _values_equal(e, g, numerical):
-            mismatches.append(Mismatch(x, pos, e, g))
-  return mismatches
+    """Every (input, position) where the model disagrees with the evaluator."""
+    evaluate = causal_eval.evaluate if causal else rasp.evaluate
+    numerical = rasp.is_numerical(program)
+    by_length: Dict[int, List[tuple]] = {}
+    for x in inputs:
+        by_length.setdefault(len(x), []).append(tuple(x))
+    mismatches: List[Mismatch] = []
+    for length in sorted(by_length):
+        group = by_length[length]
+        for start in range(0, len(group), max_batch):
+            chunk = group[start : start + max_batch]
+            for x, got in zip(chunk, decode_batch(model, chunk)):
+                expected = evaluate(program, list(x))
+                for pos, (e, g) in enumerate(zip(expected, got)):
+                    if e is not None and not _values_equal(e, g, numerical):
+                        mismatches.append(Mismatch(x, pos, e, g))
+    return mismatches
 
 
 def first_mismatches(mismatches: List[Mismatch], limit: int = 5) -> Optional[str]:
-  """A readable summary of the first few mismatches (None when there are none)."""
-  if not mismatches:
-    return None
-  lines = [f"{len(mismatches)} mismatching positions, e.g.:"]
-  for m in mismatches[:limit]:
-    lines.append(f"  input={list(m.inputs)} position={m.position} expected={m.expected!r} got={m.got!r}")
-  return "\n".join(lines)
+    """A readable summary of the first few mismatches (None when there are none)."""
+    if not mismatches:
+        return None
+    lines = [f"{len(mismatches)} mismatching positions, e.g.:"]
+    for m in mismatches[:limit]:
+        lines.append(
+            f"  input={list(m.inputs)} position={m.position} expected={m.expected!r} got={m.got!r}"
+        )
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ lowered to a single Select first (see `combined_selectors`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional
 
 import networkx as nx
 import numpy as np
@@ -28,277 +28,336 @@ DEFAULT_MLP_EXACTNESS = 100.0
 # keys is at most N * exp(-coldness / 2) (see categorical_attn), < 1e-19 here.
 DEFAULT_SOFTMAX_COLDNESS = 100.0
 
+_DEFAULT_BOS_DIR = bases.BasisDirection("tokens", "bos")
+_DEFAULT_ONE_DIR = bases.BasisDirection("one")
+
 
 def _space(graph: nx.DiGraph, expr: rasp.RASPExpr) -> bases.VectorSpaceWithBasis:
-  return bases.VectorSpaceWithBasis(graph.nodes[expr.label][nodes.OUTPUT_BASIS])
+    return bases.VectorSpaceWithBasis(graph.nodes[expr.label][nodes.OUTPUT_BASIS])
 
 
 def _value_set(graph: nx.DiGraph, expr: rasp.RASPExpr) -> set:
-  return graph.nodes[expr.label][nodes.VALUE_SET]
+    return graph.nodes[expr.label][nodes.VALUE_SET]
 
 
-def _attn_fn(predicate: Callable[[Any, Any], bool]) -> Callable[[bases.BasisDirection, bases.BasisDirection], bool]:
-  """Wraps a RASP predicate(key, query) as attn_fn(query_dir, key_dir)."""
+def _attn_fn(
+    predicate: Callable[[Any, Any], bool],
+) -> Callable[[bases.BasisDirection, bases.BasisDirection], bool]:
+    """Wraps a RASP predicate(key, query) as attn_fn(query_dir, key_dir)."""
 
-  def attn_fn(query: bases.BasisDirection, key: bases.BasisDirection) -> bool:
-    return bool(predicate(key.value, query.value))
+    def attn_fn(query: bases.BasisDirection, key: bases.BasisDirection) -> bool:
+        return bool(predicate(key.value, query.value))
 
-  return attn_fn
+    return attn_fn
 
 
 def _hidden_name(expr: rasp.RASPExpr) -> str:
-  return f"_hidden_{expr.label}_"
+    return f"_hidden_{expr.label}_"
 
 
 def _categorical_to_numerical_sequence_map(
     expr: rasp.SequenceMap, space1, space2, output_space, one_space
 ) -> transformers.MLP:
-  """SequenceMap of two categorical inputs with a numerical output.
+    """SequenceMap of two categorical inputs with a numerical output.
 
-  Builds the categorical lookup table into a private one-hot space, then folds
-  the map from one-hot to magnitude into the second layer.
-  """
-  values = sorted(_apply_pairs_values(expr, space1, space2), key=repr)
-  tmp_space = bases.VectorSpaceWithBasis(
-      [bases.BasisDirection(f"_tmp_{expr.label}", i) for i in range(len(values))])
-  index_of = {repr(v): i for i, v in enumerate(values)}
+    Builds the categorical lookup table into a private one-hot space, then folds
+    the map from one-hot to magnitude into the second layer.
+    """
+    values = sorted(_apply_pairs_values(expr, space1, space2), key=repr)
+    tmp_space = bases.VectorSpaceWithBasis(
+        [bases.BasisDirection(f"_tmp_{expr.label}", i) for i in range(len(values))]
+    )
+    index_of = {repr(v): i for i, v in enumerate(values)}
 
-  def operation(d1: bases.BasisDirection, d2: bases.BasisDirection) -> Optional[bases.BasisDirection]:
-    y = _safe(expr.f)(d1.value, d2.value)
-    if y is None:
-      return None
-    return bases.BasisDirection(f"_tmp_{expr.label}", index_of[repr(y)])
+    def operation(
+        d1: bases.BasisDirection, d2: bases.BasisDirection
+    ) -> Optional[bases.BasisDirection]:
+        y = _safe(expr.f)(d1.value, d2.value)
+        if y is None:
+            return None
+        return bases.BasisDirection(f"_tmp_{expr.label}", index_of[repr(y)])
 
-  mlp = categorical_mlp.sequence_map_categorical_mlp(
-      space1, space2, tmp_space, operation, one_space=one_space, hidden_name=_hidden_name(expr))
-  to_magnitude = np.array([[float(v)] for v in values]).reshape(len(values), 1)
-  snd = vectorspace_fns.Linear(mlp.snd.input_space, output_space, mlp.snd.matrix @ to_magnitude)
-  return transformers.MLP(mlp.fst, snd)
+    mlp = categorical_mlp.sequence_map_categorical_mlp(
+        space1, space2, tmp_space, operation, one_space=one_space, hidden_name=_hidden_name(expr)
+    )
+    to_magnitude = np.array([[float(v)] for v in values]).reshape(len(values), 1)
+    snd = vectorspace_fns.Linear(mlp.snd.input_space, output_space, mlp.snd.matrix @ to_magnitude)
+    return transformers.MLP(mlp.fst, snd)
 
 
 def _safe(f):
-  from tracr.utils import errors
-  return errors.ignoring_arithmetic_errors(f)
+    from tracr.utils import errors
+
+    return errors.ignoring_arithmetic_errors(f)
 
 
 def _apply_pairs_values(expr, space1, space2) -> set:
-  f = _safe(expr.f)
-  out = set()
-  for d1 in space1.basis:
-    for d2 in space2.basis:
-      y = f(d1.value, d2.value)
-      if y is not None:
-        out.add(y)
-  return out
+    f = _safe(expr.f)
+    out = set()
+    for d1 in space1.basis:
+        for d2 in space2.basis:
+            y = f(d1.value, d2.value)
+            if y is not None:
+                out.add(y)
+    return out
 
 
 def _selector_parts(selector: rasp.Selector):
-  if not isinstance(selector, rasp.Select):
-    raise NotImplementedError(
-        f"{selector.label}: only a Select (or And/Or/Not of Selects, lowered first) can feed "
-        f"an Aggregate or SelectorWidth; got {type(selector).__name__}.")
-  return selector.keys, selector.queries, selector.predicate
+    if not isinstance(selector, rasp.Select):
+        raise NotImplementedError(
+            f"{selector.label}: only a Select (or And/Or/Not of Selects, lowered first) can feed "
+            f"an Aggregate or SelectorWidth; got {type(selector).__name__}."
+        )
+    return selector.keys, selector.queries, selector.predicate
 
 
 def add_craft_components_to_rasp_graph(
     graph: nx.DiGraph,
-    bos_dir: bases.BasisDirection = bases.BasisDirection("tokens", "bos"),
-    one_dir: bases.BasisDirection = bases.BasisDirection("one"),
+    bos_dir: bases.BasisDirection = _DEFAULT_BOS_DIR,
+    one_dir: bases.BasisDirection = _DEFAULT_ONE_DIR,
     causal: bool = False,
     mlp_exactness: float = DEFAULT_MLP_EXACTNESS,
 ) -> None:
-  """Sets MODEL_BLOCK on every node that needs one (in place)."""
-  bos_space = bases.VectorSpaceWithBasis([bos_dir])
-  one_space = bases.VectorSpaceWithBasis([one_dir])
-  large_number = DEFAULT_MLP_EXACTNESS if mlp_exactness is None else float(mlp_exactness)
-  coldness = DEFAULT_SOFTMAX_COLDNESS
+    """Sets MODEL_BLOCK on every node that needs one (in place)."""
+    bos_space = bases.VectorSpaceWithBasis([bos_dir])
+    one_space = bases.VectorSpaceWithBasis([one_dir])
+    large_number = DEFAULT_MLP_EXACTNESS if mlp_exactness is None else float(mlp_exactness)
+    coldness = DEFAULT_SOFTMAX_COLDNESS
 
-  for label in graph.nodes:
-    node = graph.nodes[label]
-    expr = node[nodes.EXPR]
-    if not isinstance(expr, rasp.SOp):
-      continue
+    for label in graph.nodes:
+        node = graph.nodes[label]
+        expr = node[nodes.EXPR]
+        if not isinstance(expr, rasp.SOp):
+            continue
+        block = _make_block(graph, expr, bos_space, one_space, causal, large_number, coldness)
+        if block is not None:
+            block = silence_at_bos(block, bos_dir, one_dir)
+        node[nodes.MODEL_BLOCK] = block
+
+
+def _map_block(
+    expr: rasp.Map,
+    in_space,
+    out_space,
+    in_values,
+    one_space,
+    large_number,
+    label: Optional[str] = None,
+    encoding_of: Optional[rasp.SOp] = None,
+):
+    """The MLP of a Map; `label`/`encoding_of` override expr's (for rewritten exprs)."""
+    f = _safe(expr.f)
+    label = expr.label if label is None else label
+    encoding_of = expr if encoding_of is None else encoding_of
+    hidden_name = f"_hidden_{label}_"
+    if rasp.is_categorical(expr.inner):
+        if rasp.is_categorical(encoding_of):
+
+            def operation(d: bases.BasisDirection) -> Optional[bases.BasisDirection]:
+                y = f(d.value)
+                out = bases.BasisDirection(label, y)
+                return out if y is not None and out in out_space else None
+
+            return categorical_mlp.map_categorical_mlp(in_space, out_space, operation)
+
+        def to_number(x):
+            y = f(x)
+            return 0.0 if y is None else float(y)
+
+        return categorical_mlp.map_categorical_to_numerical_mlp(in_space, out_space, to_number)
+    if rasp.is_numerical(encoding_of):
+        return numerical_mlp.map_numerical_mlp(
+            f=f,
+            input_space=in_space,
+            output_space=out_space,
+            input_value_set=in_values,
+            one_space=one_space,
+            large_number=large_number,
+            hidden_name=hidden_name,
+        )
+    return numerical_mlp.map_numerical_to_categorical_mlp(
+        f=f,
+        input_space=in_space,
+        output_space=out_space,
+        input_value_set=in_values,
+        one_space=one_space,
+        large_number=large_number,
+        hidden_name=hidden_name,
+    )
+
+
+def _constant_block(expr: rasp.SOp, value_of: Callable[[Any], Any], in_space, out_space):
+    """An MLP writing value_of(input value) for a one-hot input (Full, ConstantSOp)."""
+    if rasp.is_numerical(expr):
+        return categorical_mlp.map_categorical_to_numerical_mlp(
+            in_space, out_space, lambda x: float(value_of(x) or 0.0)
+        )
+
+    def operation(d: bases.BasisDirection) -> Optional[bases.BasisDirection]:
+        y = value_of(d.value)
+        return None if y is None else bases.BasisDirection(expr.label, y)
+
+    return categorical_mlp.map_categorical_mlp(in_space, out_space, operation)
+
+
+def _make_block(graph, expr, bos_space, one_space, causal, large_number, coldness):
+    """The craft block computing `expr` (None for inputs)."""
     out_space = _space(graph, expr)
     block = None
 
     if isinstance(expr, (rasp.TokensType, rasp.IndicesType, rasp.LengthType)):
-      block = None
+        block = None
     elif isinstance(expr, rasp.Map):
-      in_space = _space(graph, expr.inner)
-      block = _map_block(expr, in_space, out_space, _value_set(graph, expr.inner), one_space,
-                         large_number)
+        in_space = _space(graph, expr.inner)
+        block = _map_block(
+            expr, in_space, out_space, _value_set(graph, expr.inner), one_space, large_number
+        )
     elif isinstance(expr, rasp.LinearSequenceMap) and (
-        rasp.is_numerical(expr.fst) and rasp.is_numerical(expr.snd) and rasp.is_numerical(expr)):
-      block = numerical_mlp.linear_sequence_map_numerical_mlp(
-          input1_basis_direction=_space(graph, expr.fst).basis[0],
-          input2_basis_direction=_space(graph, expr.snd).basis[0],
-          output_basis_direction=out_space.basis[0],
-          input1_factor=expr.fst_fac,
-          input2_factor=expr.snd_fac,
-          hidden_name=_hidden_name(expr),
-      )
+        rasp.is_numerical(expr.fst) and rasp.is_numerical(expr.snd) and rasp.is_numerical(expr)
+    ):
+        block = numerical_mlp.linear_sequence_map_numerical_mlp(
+            input1_basis_direction=_space(graph, expr.fst).basis[0],
+            input2_basis_direction=_space(graph, expr.snd).basis[0],
+            output_basis_direction=out_space.basis[0],
+            input1_factor=expr.fst_fac,
+            input2_factor=expr.snd_fac,
+            hidden_name=_hidden_name(expr),
+        )
     elif isinstance(expr, rasp.SequenceMap) and expr.fst.label == expr.snd.label:
-      # Both inputs are one SOp: a Map of f(x, x) needs no pair table.
-      as_map = rasp.Map(lambda x, f=expr.f: f(x, x), expr.fst, simplify=False)
-      in_space = _space(graph, expr.fst)
-      block = _map_block(as_map, in_space, out_space, _value_set(graph, expr.fst), one_space,
-                         large_number, label=expr.label, encoding_of=expr)
+        # Both inputs are one SOp: a Map of f(x, x) needs no pair table.
+        as_map = rasp.Map(lambda x, f=expr.f: f(x, x), expr.fst, simplify=False)
+        in_space = _space(graph, expr.fst)
+        block = _map_block(
+            as_map,
+            in_space,
+            out_space,
+            _value_set(graph, expr.fst),
+            one_space,
+            large_number,
+            label=expr.label,
+            encoding_of=expr,
+        )
     elif isinstance(expr, rasp.SequenceMap):
-      if rasp.is_numerical(expr.fst) or rasp.is_numerical(expr.snd):
-        raise NotImplementedError(
-            f"{expr.label}: a SequenceMap with a numerical input is only supported as a "
-            "LinearSequenceMap of two numerical SOps with a numerical output.")
-      space1, space2 = _space(graph, expr.fst), _space(graph, expr.snd)
-      if rasp.is_numerical(expr):
-        block = _categorical_to_numerical_sequence_map(expr, space1, space2, out_space, one_space)
-      else:
-        f = _safe(expr.f)
+        if rasp.is_numerical(expr.fst) or rasp.is_numerical(expr.snd):
+            raise NotImplementedError(
+                f"{expr.label}: a SequenceMap with a numerical input is only supported as a "
+                "LinearSequenceMap of two numerical SOps with a numerical output."
+            )
+        space1, space2 = _space(graph, expr.fst), _space(graph, expr.snd)
+        if rasp.is_numerical(expr):
+            block = _categorical_to_numerical_sequence_map(
+                expr, space1, space2, out_space, one_space
+            )
+        else:
+            f = _safe(expr.f)
 
-        def operation(d1, d2, f=f, label=expr.label, out_space=out_space):
-          y = f(d1.value, d2.value)
-          d = bases.BasisDirection(label, y)
-          return d if y is not None and d in out_space else None
+            def operation(d1, d2, f=f, label=expr.label, out_space=out_space):
+                y = f(d1.value, d2.value)
+                d = bases.BasisDirection(label, y)
+                return d if y is not None and d in out_space else None
 
-        block = categorical_mlp.sequence_map_categorical_mlp(
-            space1, space2, out_space, operation, one_space=one_space,
-            hidden_name=_hidden_name(expr))
+            block = categorical_mlp.sequence_map_categorical_mlp(
+                space1,
+                space2,
+                out_space,
+                operation,
+                one_space=one_space,
+                hidden_name=_hidden_name(expr),
+            )
     elif isinstance(expr, rasp.Full):
-      block = _constant_block(expr, lambda _: expr.fill, one_space, out_space)
+        block = _constant_block(expr, lambda _: expr.fill, one_space, out_space)
     elif isinstance(expr, rasp.ConstantSOp):
-      values = list(expr.value)
-      indices_space = _space(graph, rasp.indices)  # rasp_to_graph adds the edge
-      block = _constant_block(
-          expr, lambda i: values[i] if i < len(values) else None, indices_space, out_space)
+        values = list(expr.value)
+        indices_space = _space(graph, rasp.indices)  # rasp_to_graph adds the edge
+        block = _constant_block(
+            expr, lambda i: values[i] if i < len(values) else None, indices_space, out_space
+        )
     elif isinstance(expr, rasp.Aggregate):
-      keys, queries, predicate = _selector_parts(expr.selector)
-      if rasp.is_numerical(expr) and not rasp.is_numerical(expr.sop):
-        raise NotImplementedError(
-            f"{expr.label}: a numerical Aggregate needs a numerical SOp to average; "
-            f"{expr.sop.label} is categorical.")
-      value_space = _space(graph, expr.sop)
-      if rasp.is_categorical(expr):
-        # The output has one direction per value of the aggregated SOp, in the
-        # same order, so that the head copies one-hots across.
-        out_space = bases.VectorSpaceWithBasis(
-            [bases.BasisDirection(expr.label, d.value) for d in value_space.basis])
-      block = categorical_attn.categorical_attn(
-          query_space=_space(graph, queries),
-          key_space=_space(graph, keys),
-          value_space=value_space,
-          output_space=out_space,
-          bos_space=bos_space,
-          one_space=one_space,
-          attn_fn=_attn_fn(predicate),
-          default_output=out_space.null_vector(),
-          causal=causal,
-          always_attend_to_bos=False,
-          use_bos_for_default_output=True,
-          softmax_coldness=coldness,
-      )
+        keys, queries, predicate = _selector_parts(expr.selector)
+        if rasp.is_numerical(expr) and not rasp.is_numerical(expr.sop):
+            raise NotImplementedError(
+                f"{expr.label}: a numerical Aggregate needs a numerical SOp to average; "
+                f"{expr.sop.label} is categorical."
+            )
+        value_space = _space(graph, expr.sop)
+        if rasp.is_categorical(expr):
+            # The output has one direction per value of the aggregated SOp, in the
+            # same order, so that the head copies one-hots across.
+            out_space = bases.VectorSpaceWithBasis(
+                [bases.BasisDirection(expr.label, d.value) for d in value_space.basis]
+            )
+        block = categorical_attn.categorical_attn(
+            query_space=_space(graph, queries),
+            key_space=_space(graph, keys),
+            value_space=value_space,
+            output_space=out_space,
+            bos_space=bos_space,
+            one_space=one_space,
+            attn_fn=_attn_fn(predicate),
+            default_output=out_space.null_vector(),
+            causal=causal,
+            always_attend_to_bos=False,
+            use_bos_for_default_output=True,
+            softmax_coldness=coldness,
+        )
     elif isinstance(expr, rasp.SelectorWidth):
-      keys, queries, predicate = _selector_parts(expr.selector)
-      block = selector_width.selector_width(
-          query_space=_space(graph, queries),
-          key_space=_space(graph, keys),
-          output_space=out_space,
-          bos_space=bos_space,
-          one_space=one_space,
-          attn_fn=_attn_fn(predicate),
-          out_value_set=_value_set(graph, expr),
-          categorical_output=rasp.is_categorical(expr),
-          causal=causal,
-          softmax_coldness=coldness,
-          mlp_large_number=large_number,
-          label=expr.label,
-      )
+        keys, queries, predicate = _selector_parts(expr.selector)
+        block = selector_width.selector_width(
+            query_space=_space(graph, queries),
+            key_space=_space(graph, keys),
+            output_space=out_space,
+            bos_space=bos_space,
+            one_space=one_space,
+            attn_fn=_attn_fn(predicate),
+            out_value_set=_value_set(graph, expr),
+            categorical_output=rasp.is_categorical(expr),
+            causal=causal,
+            softmax_coldness=coldness,
+            mlp_large_number=large_number,
+            label=expr.label,
+        )
     else:
-      raise NotImplementedError(f"{expr.label}: {type(expr).__name__} is not supported.")
-    if block is not None:
-      block = silence_at_bos(block, bos_dir, one_dir)
-    node[nodes.MODEL_BLOCK] = block
-
-
-def _map_block(expr: rasp.Map, in_space, out_space, in_values, one_space, large_number,
-               label: Optional[str] = None, encoding_of: Optional[rasp.SOp] = None):
-  """The MLP of a Map; `label`/`encoding_of` override expr's (for rewritten exprs)."""
-  f = _safe(expr.f)
-  label = expr.label if label is None else label
-  encoding_of = expr if encoding_of is None else encoding_of
-  hidden_name = f"_hidden_{label}_"
-  if rasp.is_categorical(expr.inner):
-    if rasp.is_categorical(encoding_of):
-
-      def operation(d: bases.BasisDirection) -> Optional[bases.BasisDirection]:
-        y = f(d.value)
-        out = bases.BasisDirection(label, y)
-        return out if y is not None and out in out_space else None
-
-      return categorical_mlp.map_categorical_mlp(in_space, out_space, operation)
-
-    def to_number(x):
-      y = f(x)
-      return 0.0 if y is None else float(y)
-
-    return categorical_mlp.map_categorical_to_numerical_mlp(in_space, out_space, to_number)
-  if rasp.is_numerical(encoding_of):
-    return numerical_mlp.map_numerical_mlp(
-        f=f, input_space=in_space, output_space=out_space, input_value_set=in_values,
-        one_space=one_space, large_number=large_number, hidden_name=hidden_name)
-  return numerical_mlp.map_numerical_to_categorical_mlp(
-      f=f, input_space=in_space, output_space=out_space, input_value_set=in_values,
-      one_space=one_space, large_number=large_number, hidden_name=hidden_name)
-
-
-def _constant_block(expr: rasp.SOp, value_of: Callable[[Any], Any], in_space, out_space):
-  """An MLP writing value_of(input value) for a one-hot input (Full, ConstantSOp)."""
-  if rasp.is_numerical(expr):
-    return categorical_mlp.map_categorical_to_numerical_mlp(
-        in_space, out_space, lambda x: float(value_of(x) or 0.0))
-
-  def operation(d: bases.BasisDirection) -> Optional[bases.BasisDirection]:
-    y = value_of(d.value)
-    return None if y is None else bases.BasisDirection(expr.label, y)
-
-  return categorical_mlp.map_categorical_mlp(in_space, out_space, operation)
+        raise NotImplementedError(f"{expr.label}: {type(expr).__name__} is not supported.")
+    return block
 
 
 def silence_at_bos(block, bos_dir: bases.BasisDirection, one_dir: bases.BasisDirection):
-  """Makes every MLP in the block write nothing at the BOS position.
+    """Makes every MLP in the block write nothing at the BOS position.
 
-  Why: the BOS position is a key of every attention head. If an SOp had a
-  value there (a Full, a numerical MLP's f(0), a SelectorWidth's 0), a
-  predicate could select BOS and its score would beat the real keys. At BOS
-  the residual holds only `one`, the BOS token direction and (inside a
-  SelectorWidth) the helper written by its own attention; so each hidden
-  unit's pre-activation there is known exactly, and a weight of
-  -(max(pre, 0) + 1) from the BOS direction switches it off there and only
-  there (BOS is 0 at every other position). By induction over the layers,
-  every computed SOp is then zero at BOS.
-  """
-  x = bases.VectorInBasis([bos_dir, one_dir], np.ones((1, 2)))
-  if isinstance(block, transformers.MLP):
-    return _silence_mlp(block, x, bos_dir)
-  if isinstance(block, transformers.SeriesWithResiduals):
-    new_blocks = []
-    for sub in block.blocks:
-      if isinstance(sub, transformers.MLP):
-        sub = _silence_mlp(sub, x, bos_dir)
-      new_blocks.append(sub)
-      x = x.add_directions(sub.apply(x))
-    return transformers.SeriesWithResiduals(new_blocks)
-  return block
+    Why: the BOS position is a key of every attention head. If an SOp had a
+    value there (a Full, a numerical MLP's f(0), a SelectorWidth's 0), a
+    predicate could select BOS and its score would beat the real keys. At BOS
+    the residual holds only `one`, the BOS token direction and (inside a
+    SelectorWidth) the helper written by its own attention; so each hidden
+    unit's pre-activation there is known exactly, and a weight of
+    -(max(pre, 0) + 1) from the BOS direction switches it off there and only
+    there (BOS is 0 at every other position). By induction over the layers,
+    every computed SOp is then zero at BOS.
+    """
+    x = bases.VectorInBasis([bos_dir, one_dir], np.ones((1, 2)))
+    if isinstance(block, transformers.MLP):
+        return _silence_mlp(block, x, bos_dir)
+    if isinstance(block, transformers.SeriesWithResiduals):
+        new_blocks = []
+        for sub in block.blocks:
+            if isinstance(sub, transformers.MLP):
+                sub = _silence_mlp(sub, x, bos_dir)
+            new_blocks.append(sub)
+            x = x.add_directions(sub.apply(x))
+        return transformers.SeriesWithResiduals(new_blocks)
+    return block
 
 
 def _silence_mlp(mlp: transformers.MLP, x_bos: bases.VectorInBasis, bos_dir) -> transformers.MLP:
-  fst = mlp.fst
-  pre = x_bos.project(fst.input_space).magnitudes.reshape(-1) @ fst.matrix  # [hidden]
-  bos_row = -(np.maximum(pre, 0.0) + 1.0)
-  if bos_dir in fst.input_space:
-    matrix = fst.matrix.copy()
-    matrix[fst.input_space.index_by_direction[bos_dir]] += bos_row
-    space = fst.input_space
-  else:
-    space = bases.VectorSpaceWithBasis(list(fst.input_space.basis) + [bos_dir])
-    matrix = np.concatenate([fst.matrix, bos_row[None, :]], axis=0)
-  new_fst = vectorspace_fns.Linear(space, fst.output_space, matrix)
-  return transformers.MLP(new_fst, mlp.snd)
+    fst = mlp.fst
+    pre = x_bos.project(fst.input_space).magnitudes.reshape(-1) @ fst.matrix  # [hidden]
+    bos_row = -(np.maximum(pre, 0.0) + 1.0)
+    if bos_dir in fst.input_space:
+        matrix = fst.matrix.copy()
+        matrix[fst.input_space.index_by_direction[bos_dir]] += bos_row
+        space = fst.input_space
+    else:
+        space = bases.VectorSpaceWithBasis(list(fst.input_space.basis) + [bos_dir])
+        matrix = np.concatenate([fst.matrix, bos_row[None, :]], axis=0)
+    new_fst = vectorspace_fns.Linear(space, fst.output_space, matrix)
+    return transformers.MLP(new_fst, mlp.snd)

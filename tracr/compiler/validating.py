@@ -101,7 +101,9 @@ def same_expression(a: rasp.RASPExpr, b: rasp.RASPExpr, memo: Optional[Dict] = N
             and dict(a.annotations) == dict(b.annotations)
             and fields_a.keys() == fields_b.keys()
             and len(children_a) == len(children_b)
-            and all(same_expression(x, y, memo) for x, y in zip(children_a, children_b, strict=False))
+            and all(
+                same_expression(x, y, memo) for x, y in zip(children_a, children_b, strict=False)
+            )
             and all(
                 # Children were compared above.
                 (id(fields_a[k]) in child_ids and id(fields_b[k]) in child_ids)
