@@ -161,3 +161,30 @@ def test_params_follow_tracr_layout():
     assert model.model_config.num_layers == 1
     assert model.model_config.layer_norm is False
     assert model.params["pos_embed"]["embeddings"].shape == (4, len(model.residual_labels))
+
+
+def test_compile_with_report_times_every_pass_and_builds_the_same_model():
+    program = rasp.numerical(
+        rasp.Aggregate(
+            rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.LEQ),
+            rasp.numerical(rasp.Map(lambda x: x == 1, rasp.tokens)),
+            default=0,
+        )
+    )
+    model, report = compiling.compile_rasp_to_model_with_report(program, VOCAB, MAX_SEQ_LEN)
+    assert list(report.pass_seconds) == [
+        "validate",
+        "lower_combined_selectors",
+        "rasp_to_graph",
+        "basis_inference",
+        "expr_to_craft_graph",
+        "craft_graph_to_model",
+        "craft_model_to_transformer",
+    ]
+    assert all(t >= 0 for t in report.pass_seconds.values())
+    assert report.total_seconds == pytest.approx(sum(report.pass_seconds.values()))
+    plain = compiling.compile_rasp_to_model(program, VOCAB, MAX_SEQ_LEN)
+    assert plain.residual_labels == model.residual_labels
+    for name, layer in plain.params.items():
+        for key, value in layer.items():
+            np.testing.assert_array_equal(value, model.params[name][key])

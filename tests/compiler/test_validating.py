@@ -172,28 +172,51 @@ def test_static_validate_rejects_non_expressions():
 
 
 def test_categorical_aggregate_selecting_several_keys():
-    agg = rasp.Aggregate(rasp.Select(tokens, tokens, C.EQ), indices * 0)
+    agg = rasp.Aggregate(rasp.Select(tokens, tokens, C.EQ), indices)
     assert validating.dynamic_validate(agg, ["a", "b"]) == []
+    # Equal values: the evaluator's result, and the compiled head's average of
+    # identical one-hots, are that value.
+    same = rasp.Aggregate(rasp.Select(tokens, tokens, C.EQ), indices * 0)
+    assert validating.dynamic_validate(same, ["a", "b", "a"]) == []
     problems = validating.dynamic_validate(agg, ["a", "b", "a"])
-    # All selected values are 0, but the compiled model would still average.
-    _one_problem(problems, agg, "selects 2 keys", "query position 0")
+    _one_problem(problems, agg, "selects 2 keys", "different values [0, 2]", "query position 0")
 
 
 def test_dynamic_validation_continues_after_conflicting_values():
     first = rasp.Aggregate(_select_all(), tokens)
-    second = rasp.Aggregate(rasp.Select(indices, indices, C.LEQ), first)
-    problems = validating.dynamic_validate(second, ["a", "b"])
+    second = rasp.Aggregate(rasp.Select(indices, indices, C.LEQ), indices)
+    problems = validating.dynamic_validate(
+        rasp.SequenceMap(lambda x, y: x, first, second), ["a", "b"]
+    )
     assert len(problems) == 2
     assert problems[0].expr is first and problems[1].expr is second
     assert "query position 1" in problems[1].reason
 
 
 def test_numerical_aggregate_of_non_binary_values():
+    # Compiled exactly (every mean is in the value set); see test_regressions.
     values = num(tokens + 0)
     mean = num(rasp.Aggregate(rasp.Select(indices, indices, C.LEQ), values, default=0))
-    _one_problem(validating.dynamic_validate(mean, [1, 3]), mean, "non-binary", "values [3]")
+    assert validating.dynamic_validate(mean, [1, 3]) == []
     assert validating.dynamic_validate(mean, [1, 0, 1]) == []
-    assert validating.dynamic_validate(mean, [5]) == []  # width 1
+
+
+def test_evaluator_failures_are_reported():
+    const = rasp.ConstantSOp([1, 2, 3])
+    _one_problem(validating.dynamic_validate(const + 1, [0, 0]), const, "length 3", "length 2")
+    assert validating.dynamic_validate(const + 1, [0, 0, 0]) == []
+    inverse = rasp.Map(lambda x: 6 // x, indices)
+    _one_problem(validating.dynamic_validate(inverse, [5, 5]), inverse, "ZeroDivisionError")
+    pair = rasp.SequenceMap(lambda x, y: x / y, tokens, indices)
+    _one_problem(validating.dynamic_validate(pair, [1, 1]), pair, "position 0")
+
+
+def test_causal_dynamic_validation():
+    # Keys at or after the query: several non-causally, only itself causally.
+    later = rasp.Aggregate(rasp.Select(indices, indices, C.GEQ), tokens)
+    assert len(validating.dynamic_validate(later, ["a", "b"])) == 1
+    assert validating.dynamic_validate(later, ["a", "b"], causal=True) == []
+    assert validating.validate(later, ["a", "b"], causal=True) == []
 
 
 def test_numerical_aggregate_of_non_binary_values_with_width_one():
@@ -223,6 +246,8 @@ def test_dynamic_validation_evaluator():
     assert evaluator.evaluate(agg, ["a", "b"]) == [None, None]
     assert len(evaluator.unsupported_exprs) == 1  # reported once
     assert evaluator.evaluate(agg, ["a", "a"]) == ["a", "a"]
+    assert len(evaluator.unsupported_exprs) == 1  # equal values are fine
+    assert evaluator.evaluate(agg, ["b", "a"]) == [None, None]
     assert len(evaluator.unsupported_exprs) == 2  # a new input, a new report
 
 

@@ -58,6 +58,74 @@ class AssembledTransformerModel:
     residual_labels: List[str]
     input_encoder: Optional[encoder.Encoder] = None
     output_encoder: Optional[encoder.Encoder] = None
+    unembed_matrix: Optional[np.ndarray] = None  # [D, O]: residual -> output space
+    # max_batch -> (params, BatchRunner), built on the first apply_batch call.
+    _batch_runners: Dict[int, Any] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def lean_weights(self, *, keep_residual: bool = False, dtype: Any = jnp.float32):
+        """This model's weights for the lean pure forward pass `tracr.transformer.fast`.
+
+        `fast.decode(model.lean_weights(), token_ids)` equals
+        `model.forward(model.params, token_ids).unembedded_output` and can be
+        jit-compiled, vmapped, differentiated (`fast.scores`) and sharded.
+
+        Raises:
+          ValueError: the model has no unembedding matrix.
+        """
+        from tracr.transformer import fast  # optional fast path, kept out of import time
+
+        if self.unembed_matrix is None:
+            raise ValueError(
+                "This model has no unembed_matrix, which the lean forward pass needs; "
+                "build it with assemble_craft_model or build_assembled_model."
+            )
+        ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+        out_dtype = jax.eval_shape(self.forward, self.params, ids).unembedded_output.dtype
+        pad_id = None if self.input_encoder is None else self.input_encoder.pad_encoding
+        return fast.lean_weights_from_params(
+            self.params,
+            self.model_config,
+            self.unembed_matrix,
+            categorical_output=jnp.issubdtype(out_dtype, jnp.integer),
+            pad_id=pad_id,
+            keep_residual=keep_residual,
+            dtype=dtype,
+        )
+
+    def apply_batch(
+        self, batch: Sequence[List[bases.Value]], *, max_batch: Optional[int] = None
+    ) -> List[List[Any]]:
+        """Runs the model on many inputs at once; the same `decoded` lists as `apply`.
+
+        Sequences may have different lengths; each starts with the BOS token.
+        They are padded with the PAD token (masked out of attention, so real
+        positions are unaffected), run by one jit-compiled lean forward pass
+        per chunk of at most `max_batch` (sharded over the batch axis when
+        there are several devices), and trimmed back to their lengths.
+
+        Raises:
+          ValueError: as `apply`, for the first bad sequence.
+        """
+        from tracr.transformer import batching, fast  # optional fast path
+
+        if self.input_encoder is None:
+            raise ValueError("apply_batch needs the model's input_encoder (set by the compiler).")
+        max_batch = batching.DEFAULT_MAX_BATCH if max_batch is None else max_batch
+        params, runner = self._batch_runners.get(max_batch, (None, None))
+        if params is not self.params:  # new params (or first call): new lean weights
+            weights = self.lean_weights()
+            runner = batching.BatchRunner(
+                fast.decode,
+                weights,
+                self.input_encoder,
+                self.output_encoder,
+                max_len=weights.max_len,
+                max_batch=max_batch,
+            )
+            self._batch_runners[max_batch] = (self.params, runner)
+        return runner(batch)
 
     def apply(self, tokens: List[bases.Value]) -> AssembledTransformerModelOutput:
         """Runs the model on one input that starts with the BOS token.
@@ -131,39 +199,52 @@ class _ResidualIndex:
         return np.array([self.index[d] for d in space.basis], dtype=np.int64)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Factor:
+    """A [D, width] matrix that is zero outside `rows`.
+
+    Its rows `rows` hold `block` ([len(rows), width]), or the identity (width =
+    len(rows)) where `block` is None. Heads are written into the layer's
+    parameter arrays from this, without a dense [D, width] copy per head.
+    """
+
+    rows: np.ndarray
+    block: Optional[np.ndarray] = None
+
+    @property
+    def width(self) -> int:
+        return len(self.rows) if self.block is None else self.block.shape[1]
+
+    def write_into(self, target: np.ndarray, scale: float = 1.0) -> None:
+        """Writes the factor times `scale` into target [D, >= width] (zeros elsewhere)."""
+        if self.block is None:
+            target[self.rows, np.arange(len(self.rows))] = scale
+        else:
+            target[self.rows, : self.width] = self.block if scale == 1.0 else self.block * scale
+
+
 def _head_factors(head: transformers.AttentionHead, res: _ResidualIndex):
     """Factor W_QK = Wq Wk^T and W_OV = Wv Wo in residual coordinates.
 
     The smaller side of each bilinear/linear map is used as the head's inner
     dimension, so key/value size is min(|left|, |right|) and min(|in|, |out|).
+
+    Returns:
+      `_Factor`s for Wq, Wk, Wv [D, key] and for Wo transposed ([D, key]).
     """
-    d = res.space.num_dims
     qk = head.w_qk
     left, right = res.rows(qk.left_space), res.rows(qk.right_space)
-    m = qk.matrix
     if len(left) <= len(right):
-        wq = np.zeros((d, len(left)))
-        wq[left, np.arange(len(left))] = 1.0
-        wk = np.zeros((d, len(left)))
-        wk[right, :] = m.T
+        wq, wk = _Factor(left), _Factor(right, qk.matrix.T)
     else:
-        wq = np.zeros((d, len(right)))
-        wq[left, :] = m
-        wk = np.zeros((d, len(right)))
-        wk[right, np.arange(len(right))] = 1.0
+        wq, wk = _Factor(left, qk.matrix), _Factor(right)
     ov = head.w_ov
     vin, vout = res.rows(ov.input_space), res.rows(ov.output_space)
     if len(vin) <= len(vout):
-        wv = np.zeros((d, len(vin)))
-        wv[vin, np.arange(len(vin))] = 1.0
-        wo = np.zeros((len(vin), d))
-        wo[:, vout] = ov.matrix
+        wv, wo_t = _Factor(vin), _Factor(vout, ov.matrix.T)
     else:
-        wv = np.zeros((d, len(vout)))
-        wv[vin, :] = ov.matrix
-        wo = np.zeros((len(vout), d))
-        wo[np.arange(len(vout)), vout] = 1.0
-    return wq, wk, wv, wo
+        wv, wo_t = _Factor(vin, ov.matrix), _Factor(vout)
+    return wq, wk, wv, wo_t
 
 
 def _make_residual_space(craft_model, tokens_space, indices_space, output_space):
@@ -211,43 +292,49 @@ def assemble_craft_model(
     head_factors = [[_head_factors(h, res) for h in heads] for heads, _ in layers]
     num_heads = max([len(h) for h in head_factors] + [1])
     key_size = max(
-        [f[0].shape[1] for hs in head_factors for f in hs]
-        + [f[2].shape[1] for hs in head_factors for f in hs]
+        [f[0].width for hs in head_factors for f in hs]
+        + [f[2].width for hs in head_factors for f in hs]
         + [1]
     )
     mlp_hidden = max([mlp.fst.output_space.num_dims for _, mlp in layers if mlp is not None] + [1])
 
+    # The layer arrays are float32 from the start (they are most of the model's
+    # memory); every entry is computed in float64 and rounded once on writing,
+    # as a float64 array cast to float32 would be.
+    f32 = np.float32
     params: Dict[str, Dict[str, np.ndarray]] = {}
     for layer, ((_, mlp), factors) in enumerate(zip(layers, head_factors)):
-        wq = np.zeros((d_model, num_heads, key_size))
+        wq = np.zeros((d_model, num_heads, key_size), dtype=f32)
         wk = np.zeros_like(wq)
         wv = np.zeros_like(wq)
-        wo = np.zeros((num_heads, key_size, d_model))
+        wo = np.zeros((num_heads, key_size, d_model), dtype=f32)
         for h, (q, k, v, o) in enumerate(factors):
-            wq[:, h, : q.shape[1]] = q
-            wk[:, h, : k.shape[1]] = k
-            wv[:, h, : v.shape[1]] = v
-            wo[h, : o.shape[0], :] = o
-        # The attention divides logits by sqrt(key_size); fold the inverse in.
-        wq *= np.sqrt(key_size)
+            # The attention divides logits by sqrt(key_size); fold the inverse in.
+            q.write_into(wq[:, h, :], scale=np.sqrt(key_size))
+            k.write_into(wk[:, h, :])
+            v.write_into(wv[:, h, :])
+            o.write_into(wo[h].T)
         for name, w in (("query", wq), ("key", wk), ("value", wv)):
             params[param_name(layer, "attn", name)] = {
                 "w": w.reshape(d_model, num_heads * key_size),
-                "b": np.zeros(num_heads * key_size),
+                "b": np.zeros(num_heads * key_size, dtype=f32),
             }
         params[param_name(layer, "attn", "linear")] = {
             "w": wo.reshape(num_heads * key_size, d_model),
-            "b": np.zeros(d_model),
+            "b": np.zeros(d_model, dtype=f32),
         }
 
-        w1 = np.zeros((d_model, mlp_hidden))
-        w2 = np.zeros((mlp_hidden, d_model))
+        w1 = np.zeros((d_model, mlp_hidden), dtype=f32)
+        w2 = np.zeros((mlp_hidden, d_model), dtype=f32)
         if mlp is not None:
             hidden = mlp.fst.output_space.num_dims
             w1[res.rows(mlp.fst.input_space), :hidden] = mlp.fst.matrix
             w2[np.ix_(np.arange(hidden), res.rows(mlp.snd.output_space))] = mlp.snd.matrix
-        params[param_name(layer, "mlp", "linear_1")] = {"w": w1, "b": np.zeros(mlp_hidden)}
-        params[param_name(layer, "mlp", "linear_2")] = {"w": w2, "b": np.zeros(d_model)}
+        params[param_name(layer, "mlp", "linear_1")] = {
+            "w": w1,
+            "b": np.zeros(mlp_hidden, dtype=f32),
+        }
+        params[param_name(layer, "mlp", "linear_2")] = {"w": w2, "b": np.zeros(d_model, dtype=f32)}
 
     # Embeddings: a token writes its own direction (if the program reads it)
     # and the constant `one`; position p >= 1 writes indices:p-1 (BOS has none).
@@ -267,7 +354,6 @@ def assemble_craft_model(
     unembed_matrix = np.zeros((d_model, output_space.num_dims))
     unembed_matrix[res.rows(output_space), np.arange(output_space.num_dims)] = 1.0
 
-    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.float32), params)
     config = model.TransformerConfig(
         num_heads=num_heads,
         num_layers=len(layers),
@@ -280,6 +366,49 @@ def assemble_craft_model(
     )
     token_ids = {d.value: i for i, d in enumerate(tokens_space.basis)}
     pad_id = token_ids.get(pad_token) if pad_token is not None else None
+    return build_assembled_model(
+        params=params,
+        config=config,
+        residual_labels=[str(d) for d in residual_space.basis],
+        unembed_matrix=unembed_matrix,
+        categorical_output=categorical_output,
+        pad_id=pad_id,
+    )
+
+
+def build_assembled_model(
+    params: Dict[str, Dict[str, Any]],
+    config: model.TransformerConfig,
+    residual_labels: Sequence[str],
+    unembed_matrix: np.ndarray,
+    categorical_output: bool,
+    pad_id: Optional[int] = None,
+) -> AssembledTransformerModel:
+    """Wraps parameters in the Tracr layout into a runnable model.
+
+    Used by `assemble_craft_model` and by loaders that rebuild a saved model
+    (tracr.io); the encoders are left for the caller to attach.
+
+    Args:
+      params: `token_embed/embeddings` [V, D], `pos_embed/embeddings` [T, D]
+        and the `transformer/layer_i/...` linears (see `param_name`).
+      config: the transformer configuration the params were written for.
+      residual_labels: the name of each of the D residual dimensions.
+      unembed_matrix: [D, O] projection from the residual to the output space.
+      categorical_output: decode by argmax (True) or read column 0.
+      pad_id: token id masked out of attention, if any.
+
+    Returns:
+      The model with `forward`, `get_compiled_model` and float32 `params`.
+    """
+    # Cast in numpy, then place: jnp.asarray(x, dtype=float32) on a float64
+    # array compiles a conversion per distinct shape (~0.1 s each).
+    params = jax.tree_util.tree_map(
+        lambda x: jax.device_put(np.asarray(x, dtype=np.float32)), params
+    )
+    token_matrix = np.asarray(params["token_embed"]["embeddings"])
+    pos_matrix = np.asarray(params["pos_embed"]["embeddings"])
+    unembed_matrix = np.asarray(unembed_matrix, dtype=np.float32)
 
     def get_compiled_model() -> model.CompiledTransformerModel:
         transformer = model.Transformer(config, name="transformer")
@@ -303,7 +432,8 @@ def assemble_craft_model(
         get_compiled_model=get_compiled_model,
         params=params,
         model_config=config,
-        residual_labels=[str(d) for d in residual_space.basis],
+        residual_labels=list(residual_labels),
+        unembed_matrix=unembed_matrix,
     )
 
 

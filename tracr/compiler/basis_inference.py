@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any, Callable, Iterable, Set
+from typing import Any, Callable, Iterable, Mapping, Optional, Set
 
 import networkx as nx
+import numpy as np
 
 from tracr.compiler import nodes
 from tracr.craft import bases
 from tracr.rasp import rasp
-from tracr.utils import errors
+from tracr.utils.value_sets import SortedNumbers
 
 Node = nodes.Node
 
@@ -34,14 +35,114 @@ class InferBasesOutput:
 
 
 def _apply_all(f: Callable[..., Any], *value_sets: Iterable[Any]) -> Set[Any]:
-    """Every non-None output of f over the product of the value sets."""
-    safe_f = errors.ignoring_arithmetic_errors(f)
+    """Every non-None output of f over the product of the value sets.
+
+    Inputs where f raises an ArithmeticError are skipped (as with
+    `errors.ignoring_arithmetic_errors`). f runs once per element of the
+    product, millions of times for SOps over numerical means, so the usual
+    case (f raises nothing) maps f in C, and only a raise falls back to a loop.
+    """
+    value_sets = tuple(
+        v if isinstance(v, (set, frozenset, list, tuple)) else list(v) for v in value_sets
+    )
+    try:
+        if len(value_sets) == 1:
+            out = set(map(f, value_sets[0]))
+        else:
+            out = set(itertools.starmap(f, itertools.product(*value_sets)))
+    except ArithmeticError:
+        pass
+    else:
+        out.discard(None)
+        return out
     out = set()
+    add = out.add
+    if len(value_sets) == 1:
+        for x in value_sets[0]:
+            try:
+                y = f(x)
+            except ArithmeticError:
+                continue
+            if y is not None:
+                add(y)
+        return out
     for args in itertools.product(*value_sets):
-        y = safe_f(*args)
+        try:
+            y = f(*args)
+        except ArithmeticError:
+            continue
         if y is not None:
-            out.add(y)
+            add(y)
     return out
+
+
+# Below this magnitude every int is a float64 and every product and sum of the
+# values below is computed exactly or rounded as Python rounds it.
+_EXACT_INT = 2.0**52
+
+
+def _plain_numbers(values: Iterable[Any]) -> Optional[np.ndarray]:
+    """The values as float64 if all are finite ints/floats of modest size, else None."""
+    values = list(values)
+    if not all(type(v) in (int, float) for v in values):
+        return None
+    try:
+        array = np.array(values, dtype=np.float64)
+    except OverflowError:
+        return None
+    if not np.isfinite(array).all() or (len(array) and np.abs(array).max() >= _EXACT_INT):
+        return None
+    return array
+
+
+def _sorted_unique(array: np.ndarray) -> np.ndarray:
+    """np.unique for a 1-d float array without NaN (sort, keep the first of each run)."""
+    array = np.sort(array)
+    keep = np.ones(len(array), dtype=bool)
+    keep[1:] = array[1:] != array[:-1]
+    return array[keep]
+
+
+def _exact_linear_inputs(
+    expr: rasp.LinearSequenceMap, fst: Iterable[Any], snd: Iterable[Any]
+) -> Optional[tuple]:
+    """Both value sets as float64 arrays if `a x + b y` is exact in numpy, else None."""
+    x, y = _plain_numbers(fst), _plain_numbers(snd)
+    if x is None or y is None or _plain_numbers([expr.fst_fac, expr.snd_fac]) is None:
+        return None
+    a, b = abs(expr.fst_fac), abs(expr.snd_fac)
+    if not a * np.abs(x).max(initial=0.0) + b * np.abs(y).max(initial=0.0) < _EXACT_INT:
+        return None
+    return x, y
+
+
+def linear_combination_is_total(
+    expr: rasp.LinearSequenceMap, fst: Iterable[Any], snd: Iterable[Any]
+) -> bool:
+    """Whether `a x + b y` gives a number (never None, never raises) on every pair.
+
+    True when both value sets are plain, modest numbers (see `_linear_value_set`),
+    so that checking it costs no call of the function per pair.
+    """
+    return _exact_linear_inputs(expr, fst, snd) is not None
+
+
+def _linear_value_set(expr: rasp.LinearSequenceMap, fst: Set[Any], snd: Set[Any]) -> Set[Any]:
+    """`{a x + b y}` over all pairs, vectorised when it is exact.
+
+    For finite ints and floats numpy's float64 arithmetic gives the same number
+    as Python's for every pair (ints below 2**52 are exact floats; a product or
+    sum involving a float is rounded the same way). The result is a
+    `SortedNumbers`, which reads as the Python set of these numbers (whole
+    ones as ints, as in `mean_value_set`).
+    """
+    arrays = _exact_linear_inputs(expr, fst, snd)
+    if arrays is None:
+        return _apply_all(expr.f, fst, snd)
+    x, y = arrays
+    sums = _sorted_unique(np.add.outer(expr.fst_fac * x, expr.snd_fac * y).ravel())
+    # Millions of values at max_seq_len 100: kept sorted in numpy, not hashed.
+    return SortedNumbers(sums)
 
 
 def mean_value_set(values: Set[float], max_seq_len: int, include_zero: bool = True) -> Set[float]:
@@ -69,9 +170,16 @@ def mean_value_set(values: Set[float], max_seq_len: int, include_zero: bool = Tr
 
 
 def _canonical(x: float) -> float:
-    """Rounds away float noise so that 1/3 computed two ways is one value."""
-    r = round(x, 12)
-    return int(r) if r == int(r) else r
+    """Whole numbers as ints (1.0 -> 1); every other mean exactly as computed.
+
+    Not rounded: the evaluator's mean is ``sum(selected) / len(selected)``,
+    summed left to right, and the sums above are exactly the left-to-right
+    float sums of every sequence of values, so this set holds exactly the
+    floats the evaluator can produce. A Map's function is applied to these
+    values at compile time; a rounded stand-in (0.333333333333 for 1/3) could
+    give a different result than the real value (``x == 1 / 3``).
+    """
+    return int(x) if x == int(x) else x
 
 
 def infer_bases(graph: nx.DiGraph, sink: Node, vocab: Set[rasp.Value], max_seq_len: int) -> None:
@@ -85,6 +193,22 @@ def infer_bases(graph: nx.DiGraph, sink: Node, vocab: Set[rasp.Value], max_seq_l
         value_set = _value_set(graph, expr, set(vocab), max_seq_len)
         node[nodes.VALUE_SET] = value_set
         node[nodes.OUTPUT_BASIS] = output_basis(expr, value_set)
+
+
+def value_set_of(
+    expr: rasp.SOp, child_value_sets: Mapping[str, Set[Any]], vocab: Set[Any], max_seq_len: int
+) -> Set[Any]:
+    """The value set `infer_bases` gives `expr`, from its children's value sets (by label).
+
+    Raises:
+      NotImplementedError: as `mean_value_set`, for a numerical Aggregate with
+        too many possible means.
+    """
+    graph = nx.DiGraph()
+    for child in expr.children:
+        if isinstance(child, rasp.SOp):
+            graph.add_node(child.label, **{nodes.VALUE_SET: child_value_sets[child.label]})
+    return _value_set(graph, expr, set(vocab), max_seq_len)
 
 
 def output_basis(expr: rasp.SOp, value_set: Set[Any]) -> list:
@@ -105,6 +229,8 @@ def _value_set(graph: nx.DiGraph, expr: rasp.SOp, vocab: Set[Any], max_seq_len: 
         return set(range(1, max_seq_len + 1))
     if isinstance(expr, rasp.Map):
         return _apply_all(expr.f, of(expr.inner))
+    if isinstance(expr, rasp.LinearSequenceMap):
+        return _linear_value_set(expr, of(expr.fst), of(expr.snd))
     if isinstance(expr, rasp.SequenceMap):
         return _apply_all(expr.f, of(expr.fst), of(expr.snd))
     if isinstance(expr, rasp.Full):

@@ -1,9 +1,11 @@
 """compile_rasp_to_model: the compiler's passes, in order.
 
 program
+  -> validating.static_validate                    (structure; refuse with reasons)
   -> combined_selectors.lower_combined_selectors   (And/Or/Not -> one Select)
   -> rasp_to_graph.extract_rasp_graph              (networkx graph)
   -> basis_inference.infer_bases                   (value sets, bases)
+  -> validating.value_set_validate                 (None RASP has but a model can't)
   -> expr_to_craft_graph.add_craft_components...   (a craft block per expr)
   -> craft_graph_to_model.craft_graph_to_model     (layer allocation)
   -> craft_model_to_transformer                    (params, encoders)
@@ -11,7 +13,10 @@ program
 
 from __future__ import annotations
 
-from typing import Optional, Set
+import contextlib
+import dataclasses
+import time
+from typing import Dict, Iterator, Optional, Set, Tuple
 
 from tracr.compiler import (
     assemble,
@@ -58,7 +63,7 @@ def compile_rasp_to_model(
     causal: bool = False,
     compiler_bos: str = COMPILER_BOS,
     compiler_pad: str = COMPILER_PAD,
-    mlp_exactness: Optional[float] = 100,
+    mlp_exactness: Optional[float] = None,
 ) -> assemble.AssembledTransformerModel:
     """Compiles a RASP program into a transformer.
 
@@ -69,7 +74,11 @@ def compile_rasp_to_model(
       causal: compile a causally-masked model (position i sees positions <= i).
       compiler_bos, compiler_pad: the BOS and PAD tokens; neither may be in vocab.
       mlp_exactness: sharpness of the discretising MLPs, in units of the gap
-        between neighbouring input values (None: the default, 100).
+        between neighbouring input values. None (the default) uses 2, the
+        best input tolerance per unit of float error; softmax coldness is
+        derived per head from max_seq_len and the value sets. Both are
+        explained in `tracr.compiler.precision`; `certificate.certify`
+        measures the margins they give. Tracr-style values (100) still work.
 
     Returns:
       The assembled model, with `apply`, params and encoders.
@@ -79,32 +88,104 @@ def compile_rasp_to_model(
       NotImplementedError: the program uses constructs the compiler cannot
         turn into exact weights; the message lists each expression and reason.
     """
-    _check_arguments(program, vocab, max_seq_len, compiler_bos, compiler_pad)
-    vocab = set(vocab)
-    unsupported = validating.static_validate(program)
+    model, _ = compile_rasp_to_model_with_report(
+        program,
+        vocab,
+        max_seq_len,
+        causal=causal,
+        compiler_bos=compiler_bos,
+        compiler_pad=compiler_pad,
+        mlp_exactness=mlp_exactness,
+    )
+    return model
+
+
+@dataclasses.dataclass
+class CompileReport:
+    """How long each pass of one compilation took.
+
+    Attributes:
+      pass_seconds: wall-clock seconds per pass, keyed by pass name, in the
+        order the passes ran (`validate`, `lower_combined_selectors`,
+        `rasp_to_graph`, `basis_inference`, `expr_to_craft_graph`,
+        `craft_graph_to_model`, `craft_model_to_transformer`).
+    """
+
+    pass_seconds: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.pass_seconds.values())
+
+    @contextlib.contextmanager
+    def timing(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.pass_seconds[name] = self.pass_seconds.get(name, 0.0) + (
+                time.perf_counter() - start
+            )
+
+
+def compile_rasp_to_model_with_report(
+    program: rasp.SOp,
+    vocab: Set[rasp.Value],
+    max_seq_len: int,
+    causal: bool = False,
+    compiler_bos: str = COMPILER_BOS,
+    compiler_pad: str = COMPILER_PAD,
+    mlp_exactness: Optional[float] = None,
+) -> Tuple[assemble.AssembledTransformerModel, CompileReport]:
+    """`compile_rasp_to_model`, also returning the seconds spent in each pass.
+
+    Arguments, result and errors are those of `compile_rasp_to_model`; the
+    second result is a `CompileReport` (used by benchmarks/compile_time.py).
+    """
+    report = CompileReport()
+    with report.timing("validate"):
+        _check_arguments(program, vocab, max_seq_len, compiler_bos, compiler_pad)
+        vocab = set(vocab)
+        unsupported = validating.static_validate(program)
     if unsupported:
         reasons = "\n".join(f"  - {u.expr.label}: {u.reason}" for u in unsupported)
         raise NotImplementedError(f"The program cannot be compiled:\n{reasons}")
 
-    program = combined_selectors.lower_combined_selectors(program)
-    extracted = rasp_to_graph.extract_rasp_graph(program)
+    original = program
+    with report.timing("lower_combined_selectors"):
+        program = combined_selectors.lower_combined_selectors(program)
+    with report.timing("rasp_to_graph"):
+        extracted = rasp_to_graph.extract_rasp_graph(program)
     graph, sources, sink = extracted.graph, extracted.sources, extracted.sink
-    basis_inference.infer_bases(graph, sink, vocab, max_seq_len)
-    expr_to_craft_graph.add_craft_components_to_rasp_graph(
-        graph,
-        bos_dir=bases.BasisDirection(rasp.tokens.label, compiler_bos),
-        one_dir=bases.BasisDirection("one"),
-        causal=causal,
-        mlp_exactness=mlp_exactness,
-    )
-    craft_model = craft_graph_to_model.craft_graph_to_model(graph, sources)
-    return craft_model_to_transformer.craft_model_to_transformer(
-        craft_model=craft_model,
-        graph=graph,
-        sink=sink,
-        max_seq_len=max_seq_len,
-        compiler_bos=compiler_bos,
-        compiler_pad=compiler_pad,
-        causal=causal,
-        vocab=vocab,
-    )
+    with report.timing("basis_inference"):
+        basis_inference.infer_bases(graph, sink, vocab, max_seq_len)
+    with report.timing("validate"):
+        # Where RASP has None but the model would select a value; needs the
+        # value sets, and reads the program before its selectors were lowered.
+        unsupported = validating.value_set_validate(original, graph)
+    if unsupported:
+        reasons = "\n".join(f"  - {u.expr.label}: {u.reason}" for u in unsupported)
+        raise NotImplementedError(f"The program cannot be compiled:\n{reasons}")
+    with report.timing("expr_to_craft_graph"):
+        expr_to_craft_graph.add_craft_components_to_rasp_graph(
+            graph,
+            bos_dir=bases.BasisDirection(rasp.tokens.label, compiler_bos),
+            one_dir=bases.BasisDirection("one"),
+            causal=causal,
+            mlp_exactness=mlp_exactness,
+            max_seq_len=max_seq_len,
+        )
+    with report.timing("craft_graph_to_model"):
+        craft_model = craft_graph_to_model.craft_graph_to_model(graph, sources)
+    with report.timing("craft_model_to_transformer"):
+        model = craft_model_to_transformer.craft_model_to_transformer(
+            craft_model=craft_model,
+            graph=graph,
+            sink=sink,
+            max_seq_len=max_seq_len,
+            compiler_bos=compiler_bos,
+            compiler_pad=compiler_pad,
+            causal=causal,
+            vocab=vocab,
+        )
+    return model, report

@@ -15,17 +15,19 @@ from typing import Any, Callable, Optional
 import networkx as nx
 import numpy as np
 
-from tracr.compiler import nodes
+from tracr.compiler import nodes, precision, predicate_tables
 from tracr.craft import bases, transformers, vectorspace_fns
 from tracr.craft.chamber import categorical_attn, categorical_mlp, numerical_mlp, selector_width
 from tracr.rasp import rasp
+from tracr.utils.value_sets import SortedNumbers
 
 # Default sharpness of the discretising MLPs, in units of the local gap between
-# neighbouring input values (see numerical_mlp): 100 saturates every step
-# within 0.5% of the gap from its midpoint, for any value set and length.
-DEFAULT_MLP_EXACTNESS = 100.0
-# Softmax coldness of every attention head: the weight leaking to unselected
-# keys is at most N * exp(-coldness / 2) (see categorical_attn), < 1e-19 here.
+# neighbouring input values: 2, the best input tolerance (a quarter of the gap)
+# per unit of float error; see numerical_mlp and precision.
+DEFAULT_MLP_EXACTNESS = precision.DISCRETISING_SHARPNESS
+# Tracr's fixed softmax coldness, kept for callers that refer to it. The compiler
+# gives every head its own, derived from max_seq_len and the value sets by
+# `precision` (18 to 43 in float32 for max_seq_len 5 to 100).
 DEFAULT_SOFTMAX_COLDNESS = 100.0
 
 _DEFAULT_BOS_DIR = bases.BasisDirection("tokens", "bos")
@@ -43,12 +45,12 @@ def _value_set(graph: nx.DiGraph, expr: rasp.RASPExpr) -> set:
 def _attn_fn(
     predicate: Callable[[Any, Any], bool],
 ) -> Callable[[bases.BasisDirection, bases.BasisDirection], bool]:
-    """Wraps a RASP predicate(key, query) as attn_fn(query_dir, key_dir)."""
+    """Wraps a RASP predicate(key, query) as attn_fn(query_dir, key_dir).
 
-    def attn_fn(query: bases.BasisDirection, key: bases.BasisDirection) -> bool:
-        return bool(predicate(key.value, query.value))
-
-    return attn_fn
+    The wrapper also builds the whole W_QK table at once, vectorised for
+    `rasp.Comparison` predicates (see `predicate_tables`).
+    """
+    return predicate_tables.PredicateAttnFn(predicate)
 
 
 def _hidden_name(expr: rasp.RASPExpr) -> str:
@@ -116,20 +118,46 @@ def add_craft_components_to_rasp_graph(
     bos_dir: bases.BasisDirection = _DEFAULT_BOS_DIR,
     one_dir: bases.BasisDirection = _DEFAULT_ONE_DIR,
     causal: bool = False,
-    mlp_exactness: float = DEFAULT_MLP_EXACTNESS,
+    mlp_exactness: Optional[float] = None,
+    *,
+    softmax_coldness: Optional[float] = None,
+    max_seq_len: Optional[int] = None,
 ) -> None:
-    """Sets MODEL_BLOCK on every node that needs one (in place)."""
+    """Sets MODEL_BLOCK on every node that needs one (in place).
+
+    Args:
+      graph: the graph, with value sets and bases (see basis_inference).
+      bos_dir, one_dir: the BOS token direction and the always-one direction.
+      causal: build causally-masked attention.
+      mlp_exactness: sharpness of every discretising MLP in units of the local
+        gap; None for `DEFAULT_MLP_EXACTNESS` (2, see `precision`).
+      softmax_coldness: one coldness for every head; None derives each head's
+        from max_seq_len and its value sets (see `precision`).
+      max_seq_len: the longest input; None reads it from the graph's value
+        sets (indices or a SelectorWidth), else assumes
+        `precision.ASSUMED_MAX_SEQ_LEN`.
+    """
     bos_space = bases.VectorSpaceWithBasis([bos_dir])
     one_space = bases.VectorSpaceWithBasis([one_dir])
     large_number = DEFAULT_MLP_EXACTNESS if mlp_exactness is None else float(mlp_exactness)
-    coldness = DEFAULT_SOFTMAX_COLDNESS
+    coldness = None if softmax_coldness is None else float(softmax_coldness)
+    if max_seq_len is None:
+        max_seq_len = precision.max_seq_len_of(graph) or precision.ASSUMED_MAX_SEQ_LEN
 
     for label in graph.nodes:
         node = graph.nodes[label]
         expr = node[nodes.EXPR]
         if not isinstance(expr, rasp.SOp):
             continue
-        block = _make_block(graph, expr, bos_space, one_space, causal, large_number, coldness)
+        block = _make_block(
+            graph,
+            expr,
+            bos_space,
+            one_space,
+            causal,
+            large_number,
+            _coldness_of(graph, expr, coldness, max_seq_len),
+        )
         if block is not None:
             block = silence_at_bos(block, bos_dir, one_dir)
         node[nodes.MODEL_BLOCK] = block
@@ -165,9 +193,12 @@ def _map_block(
             return 0.0 if y is None else float(y)
 
         return categorical_mlp.map_categorical_to_numerical_mlp(in_space, out_space, to_number)
+    _check_separable(label, f, in_values, numerical_output=rasp.is_numerical(encoding_of))
+    # The numerical MLPs skip inputs where f raises an ArithmeticError themselves;
+    # the unwrapped f saves a call per input value (millions for means).
     if rasp.is_numerical(encoding_of):
         return numerical_mlp.map_numerical_mlp(
-            f=f,
+            f=expr.f,
             input_space=in_space,
             output_space=out_space,
             input_value_set=in_values,
@@ -176,7 +207,7 @@ def _map_block(
             hidden_name=hidden_name,
         )
     return numerical_mlp.map_numerical_to_categorical_mlp(
-        f=f,
+        f=expr.f,
         input_space=in_space,
         output_space=out_space,
         input_value_set=in_values,
@@ -184,6 +215,89 @@ def _map_block(
         large_number=large_number,
         hidden_name=hidden_name,
     )
+
+
+# Relative distance below which two inputs of a numerical MLP are the same number
+# to a float32 model (float32 has ~7 digits; this leaves 16 ulps of margin).
+SAME_FLOAT32_VALUE = 1e-6
+
+
+def _check_separable(label: str, f: Callable[[Any], Any], values, numerical_output: bool) -> None:
+    """Refuses a Map whose function tells apart inputs a float32 model can't.
+
+    A numerical SOp can take values that differ only by float rounding (a mean
+    summed in two orders: 0.1 + 0.2 + 0.3 vs 0.3 + 0.2 + 0.1). The
+    discretising MLP can't separate them, which is harmless when f agrees on
+    them and wrong when it doesn't.
+
+    Raises:
+      NotImplementedError: naming the expression and the two values.
+    """
+    if isinstance(values, SortedNumbers):
+        numbers = values.array
+    else:
+        values = [v for v in values if v is not None]
+        if not set(map(type, values)) <= {int, float}:
+            values = [float(v) for v in values]
+        numbers = np.sort(np.array(values, dtype=np.float64))
+    # Neighbours that are far apart need no check; find the close ones in numpy
+    # (value sets of means have a million values at max_seq_len 60).
+    lower, upper = numbers[:-1], numbers[1:]
+    far = upper - lower > SAME_FLOAT32_VALUE * np.maximum(1.0, np.maximum(abs(lower), abs(upper)))
+    close = np.flatnonzero(~far)
+    # Close values come in chains (a, b), (b, c), ...: evaluate f once per value.
+    in_a_pair = np.zeros(len(numbers), dtype=bool)
+    in_a_pair[close] = in_a_pair[close + 1] = True
+    involved = np.flatnonzero(in_a_pair)
+    as_float = numbers[involved].tolist()
+    outputs = list(map(f, as_float))
+    f_of = dict(zip(involved.tolist(), outputs))
+    float_of = dict(zip(involved.tolist(), as_float))
+    # Pairs that certainly agree are found in numpy; the rest are checked below.
+    agree = _certainly_agree(
+        outputs,
+        np.searchsorted(involved, close),
+        np.searchsorted(involved, close + 1),
+        numerical_output,
+    )
+    for i in close[~agree].tolist():
+        a, b = float_of[i], float_of[i + 1]
+        fa, fb = f_of[i], f_of[i + 1]
+        if numerical_output and fa is not None and fb is not None:
+            same = abs(float(fa) - float(fb)) <= SAME_FLOAT32_VALUE * max(1.0, abs(float(fa)))
+        else:
+            same = fa == fb
+        if not same:
+            raise NotImplementedError(
+                f"{label}: its function gives {fa!r} for {a!r} but {fb!r} for {b!r}; the input "
+                f"takes both values (they differ only by float rounding), which a float32 model "
+                f"can't tell apart. Make the function agree on nearly equal inputs (e.g. compare "
+                f"with a tolerance: abs(x - c) < 1e-6)."
+            )
+
+
+def _certainly_agree(
+    outputs: list, a: np.ndarray, b: np.ndarray, numerical_output: bool
+) -> np.ndarray:
+    """Per pair (outputs[a[k]], outputs[b[k]]): True where `_check_separable` finds them
+    the same, computed in numpy for plain outputs; all False (check each) otherwise."""
+    unknown = np.zeros(len(a), dtype=bool)
+    kinds = set(map(type, outputs))
+    try:
+        if numerical_output and kinds <= {int, float, bool}:
+            y = np.array(outputs, dtype=np.float64)
+            if np.isnan(y).any():
+                return unknown
+            return np.abs(y[a] - y[b]) <= SAME_FLOAT32_VALUE * np.maximum(1.0, np.abs(y[a]))
+        if kinds <= {int, float, bool, str, type(None)}:
+            if any(o != o for o in outputs):  # NaN: == is not an equivalence
+                return unknown
+            code: dict = {}
+            codes = np.array([code.setdefault(o, len(code)) for o in outputs], dtype=np.int64)
+            return codes[a] == codes[b]
+    except OverflowError:  # an int too large for a float: check pair by pair
+        return unknown
+    return unknown
 
 
 def _constant_block(expr: rasp.SOp, value_of: Callable[[Any], Any], in_space, out_space):
@@ -198,6 +312,25 @@ def _constant_block(expr: rasp.SOp, value_of: Callable[[Any], Any], in_space, ou
         return None if y is None else bases.BasisDirection(expr.label, y)
 
     return categorical_mlp.map_categorical_mlp(in_space, out_space, operation)
+
+
+def _coldness_of(
+    graph: nx.DiGraph, expr: rasp.SOp, override: Optional[float], max_seq_len: int
+) -> float:
+    """The softmax coldness of expr's head (unused for blocks without one)."""
+    if override is not None:
+        return override
+    if isinstance(expr, rasp.SelectorWidth):
+        return precision.selector_width_coldness(max_seq_len)
+    if isinstance(expr, rasp.Aggregate):
+        numerical = rasp.is_numerical(expr)
+        return precision.aggregate_coldness(
+            max_seq_len,
+            numerical=numerical,
+            value_set=_value_set(graph, expr) if numerical else None,
+            sop_value_set=_value_set(graph, expr.sop) if numerical else None,
+        )
+    return DEFAULT_SOFTMAX_COLDNESS
 
 
 def _make_block(graph, expr, bos_space, one_space, causal, large_number, coldness):

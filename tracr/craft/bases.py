@@ -79,7 +79,15 @@ def _order_key(x) -> tuple:
 
 
 def _direction_key(d: "BasisDirection") -> tuple:
-    return (_order_key(d.name), _order_key(d.value))
+    # Cached on the (immutable) direction: residual and hidden spaces are sorted
+    # again every time blocks are joined, and the key of a tuple value is itself
+    # a tuple built in Python.
+    try:
+        return d.__dict__["_sort_key"]
+    except KeyError:
+        key = (_order_key(d.name), _order_key(d.value))
+        d.__dict__["_sort_key"] = key
+        return key
 
 
 @functools.total_ordering

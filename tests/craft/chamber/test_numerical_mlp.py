@@ -139,3 +139,25 @@ def test_linear_sequence_map(same_input):
     out = mlp.apply(residual.make_vector(mags)).project(Y_SPACE).magnitudes[:, 0]
     expected = 2.5 * xs - 0.5 * (xs if same_input else ws)
     np.testing.assert_allclose(out, expected, atol=1e-9)
+
+
+def test_steps_only_where_f_changes():
+    values = _fractions(30)
+    f = lambda x: x < 0.5  # noqa: E731
+    output_space = bases.VectorSpaceWithBasis.from_values("y", [False, True])
+    mlp = numerical_mlp.map_numerical_to_categorical_mlp(
+        f, X_SPACE, output_space, values, ONE_SPACE, hidden_name="_hidden_y_"
+    )
+    # One breakpoint where f changes: the constant neuron and one pair.
+    assert mlp.fst.output_space.num_dims == 3
+    out = _run(mlp, values, output_space)
+    np.testing.assert_allclose(out, np.eye(2)[[int(f(v)) for v in values]], atol=1e-6)
+
+
+def test_distinct_sorted_numpy_path_matches_python_path():
+    values = [3, 1.0, 1, -0.0, 0, 2.5, 10**15, 2.5, -7, True]
+    keys, firsts = numerical_mlp._distinct_sorted(values)  # bool: the Python path
+    fast_keys, fast_firsts = numerical_mlp._distinct_sorted(values[:-1])  # numpy path
+    assert keys == fast_keys == [-7.0, 0.0, 1.0, 2.5, 3.0, 1e15]
+    assert fast_firsts == firsts == [-7, -0.0, 1.0, 2.5, 3, 10**15]
+    assert [type(v) for v in fast_firsts] == [type(v) for v in firsts]

@@ -9,26 +9,38 @@ query with k selected keys among N keys (BOS excluded), the logits are
 
     selected: c      BOS: c/2      not selected: 0.
 
-Leakage bound (why c = 100 is exact to float32):
+Leakage bound. Let the values averaged have magnitude at most M.
 
-* k >= 1: the softmax weight on BOS is e^{c/2} / (k e^c + e^{c/2} + N - k)
-  <= e^{-c/2} / k, and the total weight on non-selected keys is
-  <= (N - k) / (k e^c) <= N e^{-c}. The output is the mean over selected keys
-  up to a relative error of at most e^{-c/2} + N e^{-c} <= (N + 1) e^{-c/2}.
+* k >= 1: with Z = k e^c + e^{c/2} + (N - k), the weight off the selected
+  keys is (e^{c/2} + N - k) / Z <= e^{-c/2} + N e^{-c}, and the non-selected
+  keys add at most N M e^{-c}. The output is the mean over the selected keys
+  up to M (e^{-c/2} + 2 N e^{-c}) <= M (N + 1) e^{-c/2} (for c >= 2 ln 2).
 * k = 0: BOS gets e^{c/2} / (e^{c/2} + N) >= 1 - N e^{-c/2}, so the output is
-  the BOS default up to N e^{-c/2}.
+  the BOS default (zero) up to M N e^{-c/2}.
 
-With c = 100, e^{-c/2} ~ 1.9e-22, so the error stays below float32's 6e-8
-for any N < 1e6 (indeed for any N < 3e14).
+So the error relative to M is at most (N + 1) e^{-c/2} (`leakage_bound`), and
+`coldness_for_tolerance` inverts it: c = 2 ln((N + 1) / tolerance).
 
 With `always_attend_to_bos=True` (used by SelectorWidth) the (one, bos) score
 is `c`, so BOS weighs the same as each selected key: with w selected keys BOS
-receives 1/(w+1) of the attention.
+receives 1/(w+1) of the attention. Only the N - w non-selected keys leak: BOS
+gets e^c / ((w+1) e^c + N - w), which is 1/(w+1) up to a relative error of
+N e^{-c} / (w+1) <= N e^{-c}; hence c = ln(N / tolerance) there.
+
+Why not simply a huge c. Every logit is c times a product of residual
+coordinates, so an error d in an upstream one-hot (a previous head's leakage,
+an MLP's float rounding) moves logits by ~c d and scales the weights of keys
+that should weigh the same by up to e^{2 c d}: the smallest c that meets the
+tolerance is the most robust. Float rounding of the logits themselves (c u
+for unit roundoff u) has the same effect; float32 (u = 6e-8) keeps it below
+1e-5 for any c < 100. Large logits never overflow: the softmax subtracts the
+row maximum, and weights below the smallest float flush to zero, which only
+removes leakage.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -36,9 +48,74 @@ from tracr.craft import bases, transformers, vectorspace_fns
 
 
 class QueryKeyToAttnLogit(Protocol):
-    """Whether (or how strongly) a query direction attends to a key direction."""
+    """Whether (or how strongly) a query direction attends to a key direction.
+
+    An attn_fn may also have a method `table(queries, keys)` returning the
+    array [len(queries), len(keys)] of `attn_fn(q, k)` for all pairs at once;
+    `categorical_attn` then calls it instead of the function per pair (see
+    `tracr.compiler.predicate_tables`, which vectorises RASP comparisons).
+    """
 
     def __call__(self, query: bases.BasisDirection, key: bases.BasisDirection) -> bool: ...
+
+
+def attn_table(
+    attn_fn: QueryKeyToAttnLogit,
+    queries: Sequence[bases.BasisDirection],
+    keys: Sequence[bases.BasisDirection],
+) -> np.ndarray:
+    """`float(attn_fn(q, k))` for every query and key direction, shape [Q, K]."""
+    table = getattr(attn_fn, "table", None)
+    if table is not None:
+        out = np.asarray(table(queries, keys), dtype=np.float64)
+        if out.shape != (len(queries), len(keys)):
+            raise ValueError(
+                f"attn_fn.table returned shape {out.shape}; expected "
+                f"[len(queries), len(keys)] = {[len(queries), len(keys)]}."
+            )
+        return out
+    out = np.array([[float(attn_fn(q, k)) for k in keys] for q in queries], dtype=np.float64)
+    return out.reshape(len(queries), len(keys))
+
+
+def leakage_bound(
+    softmax_coldness: float, num_keys: int, always_attend_to_bos: bool = False
+) -> float:
+    """Bound on the head's error relative to the values' magnitude (module docstring).
+
+    Args:
+      softmax_coldness: the score scale c.
+      num_keys: N, the most keys (BOS excluded) a query can see.
+      always_attend_to_bos: the SelectorWidth variant (BOS scores c, not c/2);
+        the bound is then on the relative error of BOS's weight 1/(w+1).
+
+    Returns:
+      (N + 1) e^{-c/2}, or N e^{-c} for the SelectorWidth variant.
+    """
+    if always_attend_to_bos:
+        return num_keys * float(np.exp(-softmax_coldness))
+    return (num_keys + 1) * float(np.exp(-softmax_coldness / 2))
+
+
+def coldness_for_tolerance(
+    num_keys: int, tolerance: float, always_attend_to_bos: bool = False
+) -> float:
+    """The smallest softmax coldness whose `leakage_bound` is at most `tolerance`.
+
+    Never below 2 ln 2, where the simplified bound starts to hold.
+
+    Raises:
+      ValueError: for num_keys < 1 or a tolerance outside (0, 1).
+    """
+    if num_keys < 1:
+        raise ValueError(f"coldness_for_tolerance: num_keys must be >= 1, got {num_keys}.")
+    if not 0 < tolerance < 1:
+        raise ValueError(f"coldness_for_tolerance: tolerance must be in (0, 1), got {tolerance}.")
+    if always_attend_to_bos:
+        coldness = float(np.log(num_keys / tolerance))
+    else:
+        coldness = 2 * float(np.log((num_keys + 1) / tolerance))
+    return max(coldness, 2 * float(np.log(2)))
 
 
 def categorical_attn(
@@ -99,12 +176,13 @@ def categorical_attn(
 
     # W_QK: c * attn_fn on ordinary pairs; the (one, bos) pair sets BOS's score.
     qk = np.zeros((query_space.num_dims, key_space_joined.num_dims))
-    key_cols = [(j, k) for j, k in enumerate(key_space_joined.basis) if k not in special]
-    for i, q in enumerate(query_space.basis):
-        if q in special:
-            continue
-        for j, k in key_cols:
-            qk[i, j] = float(attn_fn(q, k))
+    query_rows = [i for i, q in enumerate(query_space.basis) if q not in special]
+    key_cols = [j for j, k in enumerate(key_space_joined.basis) if k not in special]
+    qk[np.ix_(query_rows, key_cols)] = attn_table(
+        attn_fn,
+        [query_space.basis[i] for i in query_rows],
+        [key_space_joined.basis[j] for j in key_cols],
+    )
     qk *= softmax_coldness
     bos_score = 1.0 if always_attend_to_bos else 0.5
     qk[

@@ -49,9 +49,12 @@ def selector_width(
         0..max_seq_len).
       categorical_output: one-hot output if true, magnitude otherwise.
       causal: whether queries see only earlier or equal positions.
-      softmax_coldness: attention score scale (see `categorical_attn`).
+      softmax_coldness: attention score scale (see `categorical_attn`); the
+        compiler passes ln(N / tolerance), see
+        `tracr.compiler.precision.selector_width_coldness`.
       mlp_large_number: step sharpness of the decoding MLP, in units of the
-        gap between neighbouring 1/(w+1).
+        gap between neighbouring 1/(w+1); the compiler passes 2 (see
+        `numerical_mlp.OPTIMAL_LARGE_NUMBER`).
       label: a name unique to this expression; it names the helper direction
         `{label}_selector_width_attn_output` and the MLP's hidden directions
         `_hidden_{label}_`.

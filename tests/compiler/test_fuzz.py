@@ -1,0 +1,157 @@
+"""Differential fuzzing: a few hundred random programs, each compiled exactly or refused.
+
+Every generated program is compiled and compared with the RASP evaluator on
+every input of its domain (tracr.fuzz.checker); a mismatch or a crash fails
+the test with the program's listing and seed. benchmarks/fuzz.py runs the
+same check on thousands of programs.
+"""
+
+import collections
+import re
+
+import pytest
+
+from tracr.compiler import compiling, equivalence
+from tracr.fuzz import checker, generator
+from tracr.rasp import causal_eval, rasp
+
+NUM_CHUNKS = 8
+PER_CHUNK = 40  # 320 programs in all
+FIRST_SEED = 10_000
+# The generator should mostly make programs the compiler accepts.
+MAX_REJECTED_SHARE = 0.15
+
+
+def _seeds(chunk):
+    start = FIRST_SEED + chunk * PER_CHUNK
+    return range(start, start + PER_CHUNK)
+
+
+@pytest.mark.parametrize("chunk", range(NUM_CHUNKS))
+def test_random_programs_compile_exactly_or_are_rejected(chunk):
+    failures, rejected = [], 0
+    for seed in _seeds(chunk):
+        case = generator.generate(seed, generator.CI_CONFIG)
+        result = checker.check_case(case)
+        if result.outcome in (checker.MISMATCH, checker.CRASH):
+            failures.append(f"{result.outcome} ({result.category}): {case}\n{result.detail}")
+        rejected += result.outcome == checker.REJECTED
+        if result.outcome == checker.REJECTED:
+            assert result.category != "other", result.detail  # a known reason
+    assert not failures, "\n\n".join(failures)
+    assert rejected <= MAX_REJECTED_SHARE * PER_CHUNK, f"{rejected} of {PER_CHUNK} rejected"
+
+
+def _normalised(source):
+    """The listing with expression ids replaced by their order of appearance."""
+    ids = {}
+    return re.sub(r"(?<=_)\d+\b", lambda m: str(ids.setdefault(m.group(), len(ids))), source)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 17, 12345])
+def test_generator_is_reproducible(seed):
+    first = generator.generate(seed)
+    second = generator.generate(seed)
+    assert _normalised(first.source) == _normalised(second.source)
+    assert (first.vocab, first.max_seq_len, first.causal, first.depth) == (
+        second.vocab,
+        second.max_seq_len,
+        second.causal,
+        second.depth,
+    )
+    evaluate = causal_eval.evaluate if first.causal else rasp.evaluate
+    for x in equivalence.sample_inputs(first.vocab, first.max_seq_len, 10, seed=seed):
+        try:
+            expected = evaluate(first.program, list(x))
+        except Exception as e:  # noqa: BLE001 - then both must fail alike
+            with pytest.raises(type(e)):
+                evaluate(second.program, list(x))
+            continue
+        assert evaluate(second.program, list(x)) == expected
+
+
+def _kinds(program):
+    """The kinds of construct in a program (type names, comparisons, encodings)."""
+    kinds, stack, seen = set(), [program], set()
+    while stack:
+        expr = stack.pop()
+        if id(expr) in seen:
+            continue
+        seen.add(id(expr))
+        kind = type(expr).__name__
+        if isinstance(expr, rasp.Aggregate):
+            kind += "/numerical" if rasp.is_numerical(expr) else "/categorical"
+        if isinstance(expr, rasp.Select) and isinstance(expr.predicate, rasp.Comparison):
+            kinds.add(f"Comparison.{expr.predicate.name}")
+        kinds.add(kind)
+        stack.extend(expr.children)
+    return kinds
+
+
+def test_generator_covers_the_language():
+    cases = [generator.generate(seed, generator.CI_CONFIG) for seed in range(300)]
+    kinds = collections.Counter(k for case in cases for k in _kinds(case.program))
+    expected = {
+        "Map",
+        "SequenceMap",
+        "LinearSequenceMap",
+        "Select",
+        "SelectorAnd",
+        "SelectorOr",
+        "SelectorNot",
+        "Aggregate/categorical",
+        "Aggregate/numerical",
+        "SelectorWidth",
+        "Full",
+        "ConstantSOp",
+    } | {f"Comparison.{c.name}" for c in rasp.Comparison}
+    assert expected <= set(kinds), expected - set(kinds)
+    assert {case.depth for case in cases} == set(range(1, 7))
+    assert {case.causal for case in cases} == {False, True}
+    assert {case.max_seq_len for case in cases} == set(generator.CI_CONFIG.max_seq_lens)
+
+
+def test_numpy_forward_matches_the_haiku_model():
+    checked = 0
+    for seed in range(20_000, 20_040):
+        case = generator.generate(seed, generator.CI_CONFIG)
+        try:
+            model = compiling.compile_rasp_to_model(
+                case.program, set(case.vocab), case.max_seq_len, causal=case.causal
+            )
+        except NotImplementedError:
+            continue
+        inputs = list(equivalence.all_inputs(case.vocab, case.max_seq_len))
+        fast = checker.decode_inputs(model, inputs, backend="numpy")
+        haiku = checker.decode_inputs(model, inputs, backend="haiku")
+        evaluate = causal_eval.evaluate if case.causal else rasp.evaluate
+        numerical = rasp.is_numerical(case.program)
+        for x, a, b in zip(inputs, fast, haiku):
+            try:
+                expected = evaluate(case.program, list(x))
+            except Exception:  # noqa: BLE001 - outside the program's meaning
+                continue
+            for e, u, v in zip(expected, a, b):
+                # The zero vector of a None position has no meaningful argmax.
+                if e is not None:
+                    assert checker._equal(u, v, numerical), (case, x, a, b)
+        checked += 1
+        if checked == 6:
+            break
+    assert checked == 6
+
+
+def test_checker_classifies_each_outcome():
+    exact = checker.check(rasp.Map(lambda x: x + 1, rasp.tokens), [1, 2], 3)
+    assert exact.outcome == checker.EXACT and exact.flagged == 0
+
+    rejected = checker.check(rasp.length + 1, [1, 2], 3)
+    assert (rejected.outcome, rejected.category) == (checker.REJECTED, "length_primitive")
+
+    # Selects two different tokens on most inputs: those are outside the
+    # program's meaning, and dynamic_validate must say so.
+    prefix = rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.LEQ)
+    first = rasp.Aggregate(prefix, rasp.tokens)
+    partial = checker.check(first, ["a", "b"], 3)
+    assert partial.outcome == checker.EXACT
+    assert 0 < partial.flagged < partial.num_inputs

@@ -1,0 +1,78 @@
+"""Running a compiled model with a given W: params, apply, folding."""
+
+import functools
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tracr.compiler import compiling, equivalence
+from tracr.compiler.library_cases import CASES_BY_NAME
+from tracr.compression import exact, running
+
+MAX_SEQ_LEN = 4
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(name: str):
+    case = CASES_BY_NAME[name]
+    return compiling.compile_rasp_to_model(case.program(MAX_SEQ_LEN), set(case.vocab), MAX_SEQ_LEN)
+
+
+def test_identity_w_reproduces_the_compiled_model_exactly():
+    model = _compiled("sort_unique")
+    residual_size = len(model.residual_labels)
+    small = running.CompressedModel(model, np.eye(residual_size))
+    tokens = ["compiler_bos", 3, 1, 2]
+    want, got = model.apply(tokens), small.apply(tokens)
+    assert got.decoded == want.decoded == ["compiler_bos", 1, 2, 3]
+    for a, b in zip(got.residuals, want.residuals):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got.transformer_output, want.transformer_output)
+
+
+def test_compressed_params_hold_w_emb_beside_the_compiled_layers():
+    model = _compiled("frac_prevs")
+    w = exact.exact_compression(model).w
+    params = running.compressed_params(model, w)
+    assert set(params) == set(model.params) | {"transformer"}
+    np.testing.assert_array_equal(params["transformer"]["w_emb"], w)
+    forward, forward_params = running.compressed_forward(model, w)
+    ids = jnp.asarray([model.input_encoder.encode(["compiler_bos", "x", "y", "x"])])
+    got = forward(forward_params, ids).unembedded_output
+    np.testing.assert_allclose(got[0, 1:], [1.0, 0.5, 2 / 3], atol=1e-4)
+
+
+def test_folded_model_equals_compressed_model_with_fewer_parameters():
+    model = _compiled("reverse")
+    w = exact.exact_compression(model).w
+    d, residual_size = w.shape
+    compressed = running.CompressedModel(model, w)
+    folded = running.CompressedModel(model, w, folded=True)
+    assert folded.params["transformer/layer_0/attn/query"]["w"].shape[0] == d
+    assert folded.params["token_embed"]["embeddings"].shape[1] == d
+    count = lambda params: sum(x.size for v in params.values() for x in v.values())  # noqa: E731
+    assert count(folded.params) < count(model.params) < count(compressed.params)
+    inputs = list(equivalence.all_inputs(CASES_BY_NAME["reverse"].vocab, MAX_SEQ_LEN))
+    ids = jnp.asarray(running.encode_padded(model, inputs))
+    a = compressed.forward(compressed.params, ids)
+    b = folded.forward(folded.params, ids)
+    real = np.asarray(ids) != model.input_encoder.pad_encoding
+    for x, y in zip(a.transformer_output.residuals, b.transformer_output.residuals):
+        np.testing.assert_allclose(np.asarray(x)[real], np.asarray(y)[real], atol=1e-4)
+    # Code written for an assembled model runs the compressed one unchanged.
+    same_length = [x for x in inputs if len(x) == 3]  # one batch shape: one compilation
+    mismatches = equivalence.find_mismatches(folded, model_program("reverse"), same_length)
+    assert not mismatches, equivalence.first_mismatches(mismatches)
+
+
+def model_program(name):
+    return CASES_BY_NAME[name].program(MAX_SEQ_LEN)
+
+
+def test_w_of_the_wrong_width_is_refused():
+    model = _compiled("frac_prevs")
+    with pytest.raises(ValueError, match=r"w must be \[d, D\] with D = 10"):
+        running.CompressedModel(model, np.eye(5))
+    with pytest.raises(ValueError, match="w must be"):
+        running.compressed_params(model, np.ones(11))

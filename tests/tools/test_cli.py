@@ -1,0 +1,304 @@
+"""The `tracr` command line, run as users run it: in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tracr import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def tracr(*args, cwd=None):
+    """Runs `python -m tracr ARGS`; returns (exit status, stdout, stderr)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tracr", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        env={**os.environ, "TRACR_DEBUG": ""},
+        timeout=120,
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+def assert_one_line_error(code, out, err, command, match):
+    assert code == 2, (out, err)
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"tracr {command}: error: "), err
+    assert match in lines[0], err
+
+
+@pytest.fixture(scope="module")
+def sort_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("cli") / "sort_model"
+    code, out, err = tracr(
+        "compile", "lib:make_sort_unique", "--vocab", "1,2,3,4,5", "--max-seq-len", "5",
+        "-o", str(directory),
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines() == [
+        "compiled lib:make_sort_unique(vals=tokens, keys=tokens): 2 layers, 1 heads, "
+        "d_model 24, mlp 11, 2,674 parameters",
+        f"saved to {directory}",
+    ]
+    return directory
+
+
+def test_demo_prints_model_and_evaluator_output():
+    code, out, err = tracr("demo")
+    assert code == 0, err
+    assert out.splitlines() == [
+        "program: sort_unique  input: ['compiler_bos', 3, 1, 5, 2]",
+        "model output:     ['compiler_bos', 1, 2, 3, 5]",
+        "RASP evaluator:   [1, 2, 3, 5]",
+    ]
+
+
+def test_compile_writes_a_loadable_model(sort_dir):
+    doc = json.loads((sort_dir / "model.json").read_text())
+    assert doc["metadata"]["program"] == "lib:make_sort_unique(vals=tokens, keys=tokens)"
+    assert (sort_dir / "params.npz").stat().st_size > 0
+
+
+def test_run_saved_model_prints_decoded_output(sort_dir):
+    code, out, err = tracr("run", str(sort_dir), "--input", "3 1 5 2")
+    assert code == 0, err
+    assert out.splitlines() == [
+        "model:  lib:make_sort_unique(vals=tokens, keys=tokens)",
+        "input:  [3, 1, 5, 2]",
+        "output: [1, 2, 3, 5]",
+    ]
+
+
+def test_run_program_with_residuals_prints_named_table():
+    code, out, err = tracr(
+        "run", "lib:make_frac_prevs", "--vocab", "x,y", "--max-seq-len", "4",
+        "--input", "xyxx", "--residuals",
+    )  # fmt: skip
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[:4] == [
+        "model:  lib:make_frac_prevs(bools=tokens==x)",
+        "input:  ['x', 'y', 'x', 'x']",
+        "output: [1.0, 0.5, 0.6667, 0.75]",
+        "RASP:   [1.0, 0.5, 0.6667, 0.75]",
+    ]
+    assert "== residual stream embeddings ==" in lines
+    assert "== residual stream after layer 0 attention (no change) ==" in lines
+    after = lines.index("== residual stream after layer 1 attention ==")
+    header = ["dimension", "0:", "BOS", "1:", "x", "2:", "y", "3:", "x", "4:", "x"]
+    assert lines[after + 1].split() == header
+    table = lines[after + 2 : lines.index("", after)]
+    rows = {line.split()[0]: line.split()[1:] for line in table}
+    assert len(rows) == 10  # the residual width of frac_prevs at max_seq_len 4
+    assert rows["frac_prevs"] == [".", "1", "0.5", "0.667", "0.75"]
+    assert rows["one"] == ["1"] * 5
+    assert rows["tokens:y"] == [".", ".", "1", ".", "."]
+
+
+def test_user_error_is_one_line_with_exit_status_2(sort_dir):
+    code, out, err = tracr("run", str(sort_dir), "--input", "3 1 9")
+    assert_one_line_error(
+        code, out, err, "run", "--input: unknown tokens ['9']; the vocabulary is {1, 2, 3, 4, 5}"
+    )
+
+
+def test_help_lists_every_command():
+    code, out, _ = tracr("--help")
+    assert code == 0
+    for command in ("demo", "compile", "run", "show", "export", "compress", "bench"):
+        assert f"    {command}" in out
+
+
+@pytest.mark.parametrize(
+    "command, words",
+    [
+        ("compile", ["PROGRAM", "--vocab", "--max-seq-len", "--causal", "--arg", "-o DIR"]),
+        ("run", ["MODEL", "--input", "--residuals", "--vocab"]),
+        ("show", ["--input", "-o DIR", "matplotlib", "attention"]),
+        ("export", ["TransformerLens", "-o DIR"]),
+        ("compress", ["--dim", "d_exact", "--steps"]),
+        ("bench", ["compression", "throughput", "compile_time"]),
+    ],
+)
+def test_help_of_each_command_is_useful(command, words, capsys):
+    assert cli.main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: tracr {command}")
+    assert "example: tracr" in out
+    for word in words:
+        assert word in out, word
+
+
+# --------------------------------------------------------------------------
+# In-process (cheaper): more commands and every kind of user error.
+
+
+def run_main(capsys, *args):
+    code = cli.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "args, command, match",
+    [
+        (["compile", "lib:make_sort_unique", "-o", "x"], "compile",
+         "needs --vocab and --max-seq-len"),
+        (["compile", "lib:nope", "--vocab", "1", "--max-seq-len", "2", "-o", "x"], "compile",
+         "lib:nope is not in tracr.compiler.lib; choose one of detect_pattern, make_count"),
+        (["compile", "sort_model", "-o", "x"], "compile", "PROGRAM 'sort_model' must be lib:NAME"),
+        (["run", "lib:make_count", "--vocab", "a,b", "--max-seq-len", "3", "--input", "ab"], "run",
+         "lib:make_count needs token: pass --arg token=VALUE"),
+        (["run", "lib:make_hist", "--vocab", "a,b", "--max-seq-len", "3", "--input", "ab",
+          "--arg", "x=1"], "run", "lib:make_hist has no parameter x; its signature is make_hist()"),
+        (["run", "lib:make_hist", "--vocab", "a,b", "--max-seq-len", "3", "--input", "ab",
+          "--arg", "oops"], "run", "--arg 'oops' must look like NAME=VALUE"),
+        (["run", "lib:make_nary_sequencemap", "--vocab", "a", "--max-seq-len", "2", "--input", "a"],
+         "run", "takes a Python function as 'f'"),
+        (["run", "lib:make_hist", "--vocab", "a,,b", "--max-seq-len", "3", "--input", "a"], "run",
+         "--vocab 'a,,b' has an empty item"),
+        (["run", "lib:make_hist", "--vocab", "a,b", "--max-seq-len", "2", "--input", "abab"], "run",
+         "Input has 5 tokens (BOS included) but the model was compiled for at most 3"),
+        (["run", "no/such/dir", "--input", "a"], "run", "MODEL 'no/such/dir' does not exist"),
+        (["run", "missing.py:f", "--input", "a"], "run",
+         "program file 'missing.py' does not exist"),
+        (["bench", "throughput_x"], None, "invalid choice: 'throughput_x'"),
+    ],
+)  # fmt: skip
+def test_user_errors(capsys, args, command, match):
+    code, out, err = run_main(capsys, *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    prefix = f"tracr {command}: error: " if command else "tracr bench: error: "
+    assert lines[0].startswith(prefix), err
+    assert match in lines[0], err
+
+
+def test_saved_model_with_program_options_is_refused(capsys, sort_dir):
+    code, _, err = run_main(capsys, "run", str(sort_dir), "--input", "1", "--vocab", "1,2")
+    assert code == 2
+    assert "--vocab only apply when MODEL is a program" in err
+
+
+def test_corrupt_saved_model_is_one_line(capsys, sort_dir, tmp_path):
+    for name in ("model.json", "params.npz"):
+        (tmp_path / name).write_bytes((sort_dir / name).read_bytes())
+    (tmp_path / "params.npz").write_bytes(b"not a zip")
+    code, _, err = run_main(capsys, "run", str(tmp_path), "--input", "1")
+    assert code == 2
+    assert err.count("\n") == 1 and "does not match the SHA-256" in err
+
+
+def test_run_file_program_with_args(capsys, tmp_path):
+    path = tmp_path / "prog.py"
+    path.write_text(
+        "from tracr.rasp import rasp\n"
+        "def shifted(sop: rasp.SOp, offset: int) -> rasp.SOp:\n"
+        "    return rasp.Map(lambda x: x + offset, sop)\n"
+        "program = rasp.Map(lambda x: x * 2, rasp.tokens)\n"
+    )
+    code, out, err = run_main(
+        capsys, "run", f"{path}:shifted", "--vocab", "1,2,3", "--max-seq-len", "3",
+        "--input", "1,3", "--arg", "offset=10",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines()[2:] == ["output: [11, 13]", "RASP:   [11, 13]"]
+    code, out, err = run_main(
+        capsys, "run", f"{path}:program", "--vocab", "1,2", "--max-seq-len", "2", "--input", "2"
+    )
+    assert code == 0, err
+    assert "output: [4]" in out
+
+
+def test_library_arguments_are_filled_in(capsys):
+    code, out, err = run_main(
+        capsys, "run", "lib:make_sort", "--vocab", "2,4,6", "--max-seq-len", "3", "--input", "6 2 6"
+    )
+    assert code == 0, err
+    assert out.splitlines() == [
+        "model:  lib:make_sort(vals=tokens, keys=tokens, max_seq_len=3, min_key=2)",
+        "input:  [6, 2, 6]",
+        "output: [2, 6, 6]",
+        "RASP:   [2, 6, 6]",
+    ]
+    code, out, err = run_main(
+        capsys, "run", "lib:shift_by", "--vocab", "a,b", "--max-seq-len", "3", "--causal",
+        "--input", "aba", "--arg", "offset=1",
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.splitlines()[0] == "model:  lib:shift_by(offset=1, sop=tokens)"
+    assert out.splitlines()[3].startswith("RASP:   [None, 'a', 'b']")
+
+
+def test_export_writes_state_dict_and_config(capsys, sort_dir, tmp_path):
+    import numpy as np
+
+    code, out, err = run_main(capsys, "export", str(sort_dir), "-o", str(tmp_path / "tl"))
+    assert code == 0, err
+    info = json.loads((tmp_path / "tl" / "transformer_lens.json").read_text())
+    assert info["config"]["d_model"] == 24 and info["config"]["act_fn"] == "relu"
+    assert info["tokens"][info["bos_token_id"]] == {"type": "str", "value": "compiler_bos"}
+    with np.load(tmp_path / "tl" / "transformer_lens.npz", allow_pickle=False) as arrays:
+        assert arrays["blocks.1.attn.W_Q"].shape == (1, 24, info["config"]["d_head"])
+
+
+def test_show_writes_pngs(capsys, sort_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    code, out, err = run_main(
+        capsys, "show", str(sort_dir), "--input", "3 1", "-o", str(tmp_path / "pics")
+    )
+    assert code == 0, err
+    assert "wrote 8 pictures" in out.splitlines()[0]
+    assert (tmp_path / "pics" / "attention_layer1.png").stat().st_size > 5_000
+
+
+def test_compress_reports_exact_compression_or_a_clear_error(capsys, sort_dir):
+    code, out, err = run_main(capsys, "compress", str(sort_dir))
+    try:
+        import tracr.compression.exact  # noqa: F401
+    except ModuleNotFoundError:
+        assert code == 2 and "tracr compress needs tracr.compression.exact" in err
+        return
+    assert code == 0, err
+    assert "exact compression: d_exact = " in out and "of D = 24" in out
+
+
+def test_bench_without_script_is_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "_benchmarks_dir", lambda: tmp_path)
+    code, _, err = run_main(capsys, "bench", "throughput")
+    assert code == 2
+    assert err.strip() == (
+        f"tracr bench: error: benchmark 'throughput' is not available: {tmp_path}/throughput.py "
+        "does not exist (benchmarks run from a source checkout)."
+    )
+
+
+def test_bench_runs_the_script_with_its_arguments(capsys, monkeypatch, tmp_path):
+    (tmp_path / "compile_time.py").write_text(
+        "import sys\nprint('bench args', sys.argv[1:])\nsys.exit(3)\n"
+    )
+    monkeypatch.setattr(cli, "_benchmarks_dir", lambda: tmp_path)
+    code, out, _ = run_main(capsys, "bench", "compile_time", "--quick", "x")
+    assert code == 3
+    assert out.strip() == "bench args ['--quick', 'x']"
+
+
+def test_parsers():
+    assert cli.parse_vocab("1,2,3") == [1, 2, 3]
+    assert cli.parse_vocab("0.5, 1") == [0.5, 1.0]
+    assert cli.parse_vocab("a,b,1") == ["a", "b", "1"]
+    assert cli.parse_vocab("(,),{,}") == ["(", ")", "{", "}"]
+    assert cli.parse_value("(),{}", []) == ["()", "{}"]
+    assert cli.parse_value("3", ["3", "a"]) == "3"
+    assert cli.parse_value("3", []) == 3
+    assert cli.parse_value("True", []) is True
+    assert cli.is_program_spec("lib:make_hist") and cli.is_program_spec("a/b.py:f")
+    assert not cli.is_program_spec("some_dir")

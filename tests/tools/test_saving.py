@@ -1,0 +1,331 @@
+"""Saved models: exact round trips, and clear refusals of bad or hostile files."""
+
+import json
+import pathlib
+import zipfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tracr.compiler import compiling, equivalence, lib
+from tracr.compiler.library_cases import LIBRARY_CASES
+from tracr.io import saving
+from tracr.rasp import rasp
+
+MAX_SEQ_LEN = 3
+
+
+def _outputs(model, inputs):
+    """Unembedded outputs and decoded values for `inputs`, padded to one batch.
+
+    Runs eagerly: with one shape, the second model reuses the first's compiled
+    primitives, which is far cheaper than jit-compiling each model.
+    """
+    enc = model.input_encoder
+    ids = [
+        enc.encode([enc.bos_token, *x]) + [enc.pad_encoding] * (MAX_SEQ_LEN - len(x))
+        for x in inputs
+    ]
+    with jax.disable_jit():
+        out = model.forward(model.params, jnp.asarray(ids, dtype=jnp.int32))
+    unembedded = np.asarray(out.unembedded_output)
+    decoded = [
+        model.output_encoder.decode(row.tolist())[1 : len(x) + 1]
+        for x, row in zip(inputs, unembedded)
+    ]
+    return unembedded, decoded
+
+
+def _assert_same_model(original, loaded):
+    assert loaded.residual_labels == original.residual_labels
+    assert loaded.model_config.num_layers == original.model_config.num_layers
+    assert loaded.model_config.num_heads == original.model_config.num_heads
+    assert loaded.model_config.key_size == original.model_config.key_size
+    assert loaded.model_config.mlp_hidden_size == original.model_config.mlp_hidden_size
+    assert loaded.model_config.causal == original.model_config.causal
+    assert loaded.model_config.activation_function is jax.nn.relu
+    assert not loaded.model_config.layer_norm
+    assert set(loaded.params) == set(original.params)
+    for module, inner in original.params.items():
+        assert set(loaded.params[module]) == set(inner)
+        for name, value in inner.items():
+            np.testing.assert_array_equal(np.asarray(loaded.params[module][name]), value)
+    np.testing.assert_array_equal(loaded.unembed_matrix, original.unembed_matrix)
+    for enc in ("input_encoder", "output_encoder"):
+        a, b = getattr(original, enc), getattr(loaded, enc)
+        assert type(a) is type(b)
+        if hasattr(a, "decoding_map"):
+            assert [(k, type(v), v) for k, v in a.decoding_map.items()] == [
+                (k, type(v), v) for k, v in b.decoding_map.items()
+            ]
+    assert loaded.input_encoder.bos_token == original.input_encoder.bos_token
+    assert loaded.input_encoder.pad_token == original.input_encoder.pad_token
+
+
+@pytest.mark.parametrize("case", LIBRARY_CASES, ids=lambda c: c.name)
+def test_round_trip_gives_identical_model_and_outputs(case, tmp_path):
+    causal = case.supports_causal and case.name in ("frac_prevs", "pair_balance")
+    program = case.program(MAX_SEQ_LEN)
+    model = compiling.compile_rasp_to_model(program, set(case.vocab), MAX_SEQ_LEN, causal=causal)
+    saving.save_model(model, tmp_path / "m")
+    loaded = saving.load_model(tmp_path / "m")
+    _assert_same_model(model, loaded)
+    inputs = list(equivalence.all_inputs(case.vocab, MAX_SEQ_LEN))
+    unembedded, decoded = _outputs(model, inputs)
+    unembedded_loaded, decoded_loaded = _outputs(loaded, inputs)
+    np.testing.assert_array_equal(unembedded_loaded, unembedded)
+    assert decoded_loaded == decoded
+    assert [list(map(type, row)) for row in decoded_loaded] == [
+        list(map(type, row)) for row in decoded
+    ]
+
+
+def test_types_of_tokens_and_outputs_survive(tmp_path):
+    model = compiling.compile_rasp_to_model(lib.make_reverse(rasp.tokens), {1, "a", 2.5}, 3)
+    saving.save_model(model, tmp_path)
+    loaded = saving.load_model(tmp_path)
+    with jax.disable_jit():
+        decoded = loaded.apply(["compiler_bos", 1, "a", 2.5]).decoded
+    assert decoded == ["compiler_bos", 2.5, "a", 1]
+    tokens = [loaded.input_encoder.decoding_map[i] for i in range(5)]
+    assert sorted(map(type, tokens), key=str) == sorted([str, str, int, str, float], key=str)
+    with pytest.raises(ValueError, match="Unknown tokens"):
+        loaded.apply(["compiler_bos", "1"])  # the string "1" is not the int 1
+
+    pairs = compiling.compile_rasp_to_model(rasp.Map(lambda x: (x, x == 1), rasp.tokens), {1, 2}, 2)
+    saving.save_model(pairs, tmp_path / "pairs")
+    loaded = saving.load_model(tmp_path / "pairs")
+    with jax.disable_jit():
+        decoded = loaded.apply(["compiler_bos", 1, 2]).decoded
+    assert decoded == ["compiler_bos", (1, True), (2, False)]
+
+
+def test_metadata_is_kept(tmp_path):
+    model = compiling.compile_rasp_to_model(lib.make_hist(), {"a", "b"}, 2)
+    saving.save_model(model, tmp_path, metadata={"program": "lib:make_hist"})
+    assert saving.load_metadata(tmp_path) == {"program": "lib:make_hist"}
+    with pytest.raises(ValueError, match="metadata must map str to str"):
+        saving.save_model(model, tmp_path / "x", metadata={"n": 1})
+
+
+def test_files_are_plain_json_and_npz(tmp_path):
+    model = compiling.compile_rasp_to_model(lib.make_hist(), {"a", "b"}, 2)
+    saving.save_model(model, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "params.npz"]
+    doc = json.loads((tmp_path / "model.json").read_text())
+    assert doc["format_version"] == saving.FORMAT_VERSION
+    assert doc["config"]["activation_function"] == "relu"
+    assert doc["config"]["max_seq_len"] == 2
+    assert doc["input"]["bos_token"] == {"type": "str", "value": "compiler_bos"}
+    assert doc["output"] == {
+        "encoding": "categorical",
+        "values": [{"type": "int", "value": v} for v in range(3)],
+    }
+    assert [model.residual_labels[i] for i in doc["unembedding"]] == ["hist:0", "hist:1", "hist:2"]
+    with np.load(tmp_path / "params.npz", allow_pickle=False) as arrays:
+        assert arrays["token_embed/embeddings"].dtype == np.float32
+        assert arrays["token_embed/embeddings"].shape == (4, len(model.residual_labels))
+
+
+# --------------------------------------------------------------------------
+# Bad files. `saved` is a fresh small model directory for each test.
+
+
+@pytest.fixture(scope="module")
+def _template(tmp_path_factory):
+    path = tmp_path_factory.mktemp("template")
+    model = compiling.compile_rasp_to_model(lib.make_frac_prevs(rasp.tokens == "x"), {"x", "y"}, 3)
+    saving.save_model(model, path)
+    return path
+
+
+@pytest.fixture
+def saved(_template, tmp_path):
+    for name in ("model.json", "params.npz"):
+        (tmp_path / name).write_bytes((_template / name).read_bytes())
+    return tmp_path
+
+
+def _edit_json(directory: pathlib.Path, edit) -> None:
+    path = directory / "model.json"
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _rewrite_npz(directory: pathlib.Path, edit, allow_pickle: bool = False) -> None:
+    """Rewrites params.npz with `edit(arrays)` and records its new checksum, as an
+    attacker who controls both files would."""
+    path = directory / "params.npz"
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    edit(arrays)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    _edit_json(directory, lambda d: d["params"].update(sha256=saving._sha256(path)))
+
+
+def _load_fails(directory, match):
+    with pytest.raises(ValueError, match=match) as info:
+        saving.load_model(directory)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_truncated_json_is_refused(saved):
+    path = saved / "model.json"
+    path.write_bytes(path.read_bytes()[:200])
+    _load_fails(saved, "model.json is not valid JSON")
+
+
+def test_nan_in_json_is_refused(saved):
+    path = saved / "model.json"
+    path.write_text(path.read_text().replace('"dropout_rate": 0.0', '"dropout_rate": NaN'))
+    _load_fails(saved, "not valid JSON.*NaN")
+
+
+def test_corrupt_params_fail_the_checksum(saved):
+    path = saved / "params.npz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    _load_fails(saved, "does not match the SHA-256")
+
+
+def test_truncated_params_are_refused(saved):
+    path = saved / "params.npz"
+    path.write_bytes(path.read_bytes()[:-100])
+    _load_fails(saved, "does not match the SHA-256")
+    # With a matching checksum (a hostile writer), the archive itself is refused.
+    _edit_json(saved, lambda d: d["params"].update(sha256=saving._sha256(path)))
+    _load_fails(saved, "not a valid .npz archive")
+
+
+def test_wrong_shape_is_refused(saved):
+    name = "transformer/layer_0/mlp/linear_1/w"
+
+    def edit(arrays):
+        arrays[name] = np.zeros((arrays[name].shape[0], arrays[name].shape[1] + 1), np.float32)
+
+    _rewrite_npz(saved, edit)
+    _load_fails(saved, "linear_1/w' has shape .* but the config implies")
+
+
+def test_config_inconsistent_with_arrays_is_refused(saved):
+    _edit_json(saved, lambda d: d["config"].update(num_layers=3))
+    _load_fails(saved, "does not match model.json's config: unexpected arrays \\[\\], missing")
+
+
+def test_unknown_keys_are_refused(saved):
+    _edit_json(saved, lambda d: d.update(extra=1))
+    _load_fails(saved, "unknown keys \\['extra'\\]")
+
+
+def test_unknown_config_key_is_refused(saved):
+    _edit_json(saved, lambda d: d["config"].update(use_bias=True))
+    _load_fails(saved, "'config' has unknown keys \\['use_bias'\\]")
+
+
+def test_missing_key_is_refused(saved):
+    _edit_json(saved, lambda d: d.pop("residual_labels"))
+    _load_fails(saved, "missing keys \\['residual_labels'\\]")
+
+
+def test_unknown_array_is_refused(saved):
+    _rewrite_npz(saved, lambda a: a.update({"transformer/layer_9/attn/query/w": np.zeros(1)}))
+    _load_fails(saved, "unexpected arrays \\['transformer/layer_9/attn/query/w'\\]")
+
+
+def test_missing_array_is_refused(saved):
+    _rewrite_npz(saved, lambda a: a.pop("pos_embed/embeddings"))
+    _load_fails(saved, "missing arrays \\['pos_embed/embeddings'\\]")
+
+
+class _Hostile:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def test_object_arrays_are_refused_without_unpickling(saved):
+    marker = saved / "pwned"
+    name = "transformer/layer_0/attn/query/b"
+
+    def edit(arrays):
+        arrays[name] = np.array([_Hostile(marker)] * arrays[name].shape[0], dtype=object)
+
+    _rewrite_npz(saved, edit, allow_pickle=True)
+    message = _load_fails(saved, "dtype object; only float32 or float64")
+    assert "pickle" in message
+    assert not marker.exists()
+
+
+def test_non_float_arrays_are_refused(saved):
+    name = "pos_embed/embeddings"
+    _rewrite_npz(saved, lambda a: a.update({name: a[name].astype(np.int64)}))
+    _load_fails(saved, "dtype int64")
+
+
+def test_non_finite_values_are_refused(saved):
+    def edit(arrays):
+        arrays["token_embed/embeddings"] = arrays["token_embed/embeddings"].copy()
+        arrays["token_embed/embeddings"][0, 0] = np.inf
+
+    _rewrite_npz(saved, edit)
+    _load_fails(saved, "contains NaN or infinite values")
+
+
+def test_wrong_version_is_refused(saved):
+    _edit_json(saved, lambda d: d.update(format_version=2))
+    _load_fails(saved, "format_version 2 is not supported; this tracr reads version 1")
+
+
+def test_other_format_is_refused(saved):
+    _edit_json(saved, lambda d: d.update(format="safetensors"))
+    _load_fails(saved, "'format' is 'safetensors'")
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda d: d["config"].update(num_heads="1"), "num_heads.* must be int"),
+        (lambda d: d["config"].update(causal=1), "causal.* must be bool"),
+        (lambda d: d["config"].update(activation_function="gelu"), "'gelu' is not one of"),
+        (lambda d: d["config"].update(layer_norm=True), "layer_norm must be false"),
+        (lambda d: d["residual_labels"].pop(), "residual_labels must be a list of 9 strings"),
+        (lambda d: d.update(unembedding=[99]), "unembedding must list 1 distinct"),
+        (lambda d: d["output"].update(encoding="binary"), "output must be"),
+        (lambda d: d["input"]["tokens"].append({"type": "int", "value": "1"}), "cannot be '1'"),
+        (lambda d: d["input"]["tokens"].append({"type": "set", "value": []}), "unknown value type"),
+        (lambda d: d["input"]["tokens"].append(d["input"]["tokens"][0]), "more than once"),
+        (lambda d: d["input"].update(bos_token={"type": "str", "value": "?"}), "not among"),
+        (lambda d: d["params"].update(file="../../etc/passwd"), "params.file must be"),
+    ],
+)
+def test_schema_violations_are_refused(saved, edit, match):
+    _edit_json(saved, edit)
+    _load_fails(saved, match)
+
+
+def test_missing_files_are_refused(saved, tmp_path_factory):
+    with pytest.raises(ValueError, match="is not a directory"):
+        saving.load_model(saved / "nope")
+    (saved / "params.npz").unlink()
+    _load_fails(saved, "params.npz does not exist")
+    empty = tmp_path_factory.mktemp("empty")
+    _load_fails(empty, "model.json does not exist: not a saved tracr model")
+
+
+def test_duplicate_zip_members_are_refused(saved):
+    path = saved / "params.npz"
+    with zipfile.ZipFile(path, "a") as archive:
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            archive.writestr("pos_embed/embeddings.npy", b"junk")
+    _edit_json(saved, lambda d: d["params"].update(sha256=saving._sha256(path)))
+    _load_fails(saved, "lists an array more than once")

@@ -1,0 +1,372 @@
+"""Run a compiled model with its residual stream compressed by a given W.
+
+A compiled `AssembledTransformerModel` keeps a residual of width D. Given a
+matrix `w` [d, D], `CompressedModel(model, w)` runs the same compiled layers on
+a residual of width d through `transformer.compressed_model`: every sublayer
+reads `x_d @ w` and writes `out_D @ w.T`. It offers what the assembled model
+offers (`params`, `forward`, `apply`, the encoders), so code written for one,
+such as `compiler.equivalence.find_mismatches`, runs the other::
+
+    w = exact.exact_compression(model).w              # [d, D]
+    small = CompressedModel(model, w)
+    small.apply(["compiler_bos", 1, 2, 3]).decoded     # same as model.apply
+    small.params["transformer"]["w_emb"]               # w, beside the layers
+
+With `folded=True` the matrix is multiplied into the weights once
+(`fold_params`): the result is a plain `model.Transformer` of width d, which
+computes the same function with fewer parameters and no extra matmuls.
+
+Shapes: B batch, T positions (BOS included), D uncompressed width, d
+compressed width, O output width, V token vocabulary (BOS and PAD included).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tracr.compiler import assemble
+from tracr.transformer import compressed_model, encoder, model
+
+# Forward returning (states, logits); logits are [B, T, O] before argmax.
+LogitsForward = Callable[[hk.Params, jax.Array], Tuple[model.TransformerOutput, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ModelInterface:
+    """What a forward pass needs to know about a compiled model, besides its layers.
+
+    Attributes:
+      unembed: [D, O] projection from the residual to the output space.
+      categorical: decode by argmax (True) or read output column 0 (False).
+      pad_id: token id of PAD (masked out of attention), if any.
+      bos_id: token id of BOS, if any.
+      vocab_size: V, rows of the token embedding.
+      max_seq_len: the longest input without BOS.
+      vocab: the input tokens, BOS and PAD excluded.
+    """
+
+    unembed: np.ndarray
+    categorical: bool
+    pad_id: Optional[int]
+    bos_id: Optional[int]
+    vocab_size: int
+    max_seq_len: int
+    vocab: Tuple[Any, ...]
+
+    @property
+    def residual_size(self) -> int:
+        return self.unembed.shape[0]
+
+
+def model_interface(compiled: assemble.AssembledTransformerModel) -> ModelInterface:
+    """Reads the unembedding, output kind, special tokens and domain of a model.
+
+    The unembedding lives in a closure of the compiled Haiku model rather than
+    in `params`, so it is read by unembedding the identity matrix (unless the
+    model carries it as `unembed_matrix`).
+    """
+    residual_size = len(compiled.residual_labels)
+    holder: dict = {}
+
+    def read_head():
+        compiled_model = compiled.get_compiled_model()
+        holder["categorical"] = bool(compiled_model.use_unembed_argmax)
+        holder["pad_id"] = compiled_model.pad_token
+        eye = jnp.eye(residual_size, dtype=jnp.float32)[None]  # [1, D, D]
+        return compiled_model.unembed(eye, use_unembed_argmax=False)
+
+    unembed = hk.transform(read_head).apply({}, None)
+    unembed = np.asarray(unembed, dtype=np.float32)[0]  # [D, O] or [D]
+    if unembed.ndim == 1:  # numerical: the unembedding returns column 0 only
+        unembed = unembed[:, None]
+    stored = getattr(compiled, "unembed_matrix", None)
+    if stored is not None:
+        unembed = np.asarray(stored, dtype=np.float32)
+
+    input_encoder = compiled.input_encoder
+    bos, pad = input_encoder.bos_token, input_encoder.pad_token
+    encoding_map = getattr(input_encoder, "encoding_map", {})
+    vocab = tuple(sorted((t for t in encoding_map if t not in (bos, pad)), key=repr))
+    return ModelInterface(
+        unembed=unembed,
+        categorical=holder["categorical"],
+        pad_id=holder["pad_id"],
+        bos_id=input_encoder.bos_encoding,
+        vocab_size=int(compiled.params["token_embed"]["embeddings"].shape[0]),
+        max_seq_len=int(compiled.params["pos_embed"]["embeddings"].shape[0]) - 1,
+        vocab=vocab,
+    )
+
+
+def check_w(compiled: assemble.AssembledTransformerModel, w: Any) -> np.ndarray:
+    """`w` as a float32 [d, D] array, or a ValueError that says what is wrong."""
+    w = np.asarray(w, dtype=np.float32)
+    residual_size = len(compiled.residual_labels)
+    if w.ndim != 2 or w.shape[1] != residual_size or w.shape[0] < 1:
+        raise ValueError(
+            f"w must be [d, D] with D = {residual_size} (the model's residual width) and "
+            f"d >= 1, got shape {w.shape}; pass e.g. exact_compression(model).w."
+        )
+    return w
+
+
+def compressed_params(compiled: assemble.AssembledTransformerModel, w: Any) -> hk.Params:
+    """The compiled params plus `transformer/w_emb` = w [d, D], for CompressedTransformer."""
+    w = check_w(compiled, w)
+    params = dict(compiled.params)
+    params["transformer"] = {compressed_model.W_EMB: jnp.asarray(w)}
+    return params
+
+
+def fold_params(compiled: assemble.AssembledTransformerModel, w: Any) -> hk.Params:
+    """Multiplies w into the weights: params of a plain width-d transformer.
+
+    Reading `x_d @ w` and then a linear map A [D, k] is one linear map
+    `w @ A` [d, k]; a linear map B [k, D] followed by writing through w.T is
+    `B @ w.T` [k, d]; embeddings E [V, D] become `E @ w.T`. With no layer norm
+    (compiled models have none) the folded model computes exactly what the
+    compressed one does.
+
+    Raises:
+      ValueError: w is not [d, D], or the model uses layer norm.
+    """
+    w = check_w(compiled, w)
+    if compiled.model_config.layer_norm:
+        raise ValueError(
+            "fold_params needs a model without layer norm (model_config.layer_norm=False): "
+            "a layer norm between read and weights does not commute with w."
+        )
+    folded: dict = {}
+    for module, values in compiled.params.items():
+        values = {k: np.asarray(v, dtype=np.float32) for k, v in values.items()}
+        if module in ("token_embed", "pos_embed"):
+            folded[module] = {"embeddings": values["embeddings"] @ w.T}
+        elif module.endswith(("attn/query", "attn/key", "attn/value", "mlp/linear_1")):
+            folded[module] = {"w": w @ values["w"], "b": values["b"]}  # reads the residual
+        elif module.endswith(("attn/linear", "mlp/linear_2")):
+            folded[module] = {"w": values["w"] @ w.T, "b": values["b"] @ w.T}  # writes it
+        else:
+            raise ValueError(
+                f"fold_params does not know how parameter group {module!r} touches the "
+                "residual; expected token_embed, pos_embed and transformer/layer_i/... linears."
+            )
+    return jax.tree_util.tree_map(jnp.asarray, folded)
+
+
+def make_logits_forward(
+    config: model.TransformerConfig,
+    interface: ModelInterface,
+    *,
+    width: int,
+    unembed: np.ndarray,
+    embedding_size: Optional[int] = None,
+    unembed_at_every_layer: bool = True,
+) -> LogitsForward:
+    """A jitted `(params, token_ids [B, T]) -> (TransformerOutput, logits [B, T, O])`.
+
+    Args:
+      config: the compiled model's configuration.
+      interface: from `model_interface`.
+      width: the width of the embeddings (D, or d for folded params).
+      unembed: [width, O] output projection.
+      embedding_size: run CompressedTransformer with this d (None: plain).
+      unembed_at_every_layer: see CompressedTransformer.
+    """
+    unembed = jnp.asarray(unembed, dtype=jnp.float32)
+
+    def forward(token_ids: jax.Array):
+        token_embed = hk.Embed(interface.vocab_size, width, name="token_embed")
+        pos_embed = hk.Embed(interface.max_seq_len + 1, width, name="pos_embed")
+        embeddings = token_embed(token_ids) + pos_embed(jnp.arange(token_ids.shape[-1]))
+        if interface.pad_id is None:
+            mask = jnp.ones_like(token_ids)
+        else:
+            mask = token_ids != interface.pad_id
+        if embedding_size is None:
+            out = model.Transformer(config, name="transformer")(embeddings, mask, use_dropout=False)
+        else:
+            out = compressed_model.CompressedTransformer(config, name="transformer")(
+                embeddings,
+                mask,
+                use_dropout=False,
+                embedding_size=embedding_size,
+                unembed_at_every_layer=unembed_at_every_layer,
+            )
+        return out, out.output @ unembed
+
+    return jax.jit(hk.without_apply_rng(hk.transform(forward)).apply)
+
+
+def decode_logits(logits: jax.Array, categorical: bool) -> jax.Array:
+    """[B, T, O] logits -> [B, T] output ids (argmax) or values (column 0)."""
+    return jnp.argmax(logits, axis=-1) if categorical else logits[..., 0]
+
+
+def encode_padded(
+    compiled: assemble.AssembledTransformerModel,
+    inputs: Sequence[Sequence[Any]],
+    length: Optional[int] = None,
+) -> np.ndarray:
+    """Token ids [N, T] with BOS prepended and PAD after each input.
+
+    Args:
+      compiled: gives the encoder and the PAD token.
+      inputs: sequences of vocabulary tokens, without BOS.
+      length: T; by default max_seq_len + 1 so every batch has one shape.
+    """
+    input_encoder = compiled.input_encoder
+    bos = input_encoder.bos_token
+    if length is None:
+        length = int(compiled.params["pos_embed"]["embeddings"].shape[0])
+    rows = []
+    for x in inputs:
+        ids = input_encoder.encode([bos, *x])
+        if len(ids) > length:
+            raise ValueError(f"input {list(x)!r} is longer than length={length} - 1; raise length.")
+        rows.append(ids + [input_encoder.pad_encoding] * (length - len(ids)))
+    return np.asarray(rows, dtype=np.int32).reshape(len(rows), length)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CompressedModel:
+    """A compiled model run with its residual compressed by `w` [d, D].
+
+    Attributes:
+      model: the uncompressed compiled model.
+      w: [d, D] compression; rows need not be orthonormal.
+      unembed_at_every_layer: record residuals decompressed to D (True) or
+        compressed to d (False).
+      folded: multiply w into the weights once (`fold_params`) and run a plain
+        width-d transformer; same outputs, fewer FLOPs.
+    """
+
+    model: assemble.AssembledTransformerModel
+    w: np.ndarray
+    unembed_at_every_layer: bool = True
+    folded: bool = False
+    interface: ModelInterface = dataclasses.field(init=False, repr=False)
+    params: hk.Params = dataclasses.field(init=False, repr=False)
+    _logits_forward: LogitsForward = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self):
+        w = check_w(self.model, self.w)
+        interface = model_interface(self.model)
+        config = self.model.model_config
+        if self.folded:
+            params = fold_params(self.model, w)
+            forward = make_logits_forward(
+                config, interface, width=w.shape[0], unembed=w @ interface.unembed
+            )
+        else:
+            params = compressed_params(self.model, w)
+            forward = make_logits_forward(
+                config,
+                interface,
+                width=w.shape[1],
+                unembed=interface.unembed,
+                embedding_size=w.shape[0],
+                unembed_at_every_layer=self.unembed_at_every_layer,
+            )
+        # Frozen dataclass: derived fields are set once, here.
+        object.__setattr__(self, "w", w)
+        object.__setattr__(self, "interface", interface)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "_logits_forward", forward)
+
+    @property
+    def embedding_size(self) -> int:
+        """d, the compressed residual width."""
+        return self.w.shape[0]
+
+    @property
+    def residual_size(self) -> int:
+        """D, the uncompressed residual width."""
+        return self.w.shape[1]
+
+    @property
+    def input_encoder(self) -> Optional[encoder.Encoder]:
+        return self.model.input_encoder
+
+    @property
+    def output_encoder(self) -> Optional[encoder.Encoder]:
+        return self.model.output_encoder
+
+    @property
+    def model_config(self) -> model.TransformerConfig:
+        return self.model.model_config
+
+    @property
+    def residual_labels(self) -> List[str]:
+        return self.model.residual_labels
+
+    def logits(
+        self, params: hk.Params, token_ids: jax.Array
+    ) -> Tuple[model.TransformerOutput, jax.Array]:
+        """(states, output logits [B, T, O]) on token ids [B, T]."""
+        out, logits = self._logits_forward(params, token_ids)
+        if self.folded and self.unembed_at_every_layer:
+            w = jnp.asarray(self.w)
+            out = model.TransformerOutput(
+                layer_outputs=[x @ w for x in out.layer_outputs],
+                residuals=[x @ w for x in out.residuals],
+                attn_logits=out.attn_logits,
+                output=out.output @ w,
+                input_embeddings=out.input_embeddings @ w,
+            )
+        return out, logits
+
+    def forward(
+        self, params: hk.Params, token_ids: jax.Array
+    ) -> model.CompiledTransformerModelOutput:
+        """Like AssembledTransformerModel.forward: token ids [B, T] -> outputs."""
+        out, logits = self.logits(params, token_ids)
+        return model.CompiledTransformerModelOutput(
+            transformer_output=out,
+            unembedded_output=decode_logits(logits, self.interface.categorical),
+        )
+
+    def apply(self, tokens: List[Any]) -> assemble.AssembledTransformerModelOutput:
+        """Like AssembledTransformerModel.apply, on one input starting with BOS.
+
+        Raises:
+          ValueError: missing BOS, unknown token or sequence too long.
+        """
+        token_ids = self.model.input_encoder.encode(tokens)
+        out = self.forward(self.params, jnp.asarray([token_ids], dtype=jnp.int32))
+        states = out.transformer_output
+        decoded = np.asarray(out.unembedded_output[0]).tolist()
+        decoded = self.model.output_encoder.decode(decoded)
+        decoded[0] = self.model.input_encoder.bos_token
+        return assemble.AssembledTransformerModelOutput(
+            decoded=decoded,
+            unembedded=out.unembedded_output,
+            layer_outputs=states.layer_outputs,
+            residuals=states.residuals,
+            attn_logits=states.attn_logits,
+            transformer_output=states.output,
+            input_embeddings=states.input_embeddings,
+        )
+
+
+def compressed_forward(
+    compiled: assemble.AssembledTransformerModel,
+    w: Any,
+    *,
+    unembed_at_every_layer: bool = True,
+    folded: bool = False,
+) -> Tuple[Callable[[hk.Params, jax.Array], model.CompiledTransformerModelOutput], hk.Params]:
+    """(forward, params) running `compiled` with its residual compressed by w.
+
+    `forward(params, token_ids)` has AssembledTransformerModel.forward's shape;
+    `params` includes `transformer/w_emb` (or the folded weights).
+    """
+    compressed = CompressedModel(
+        compiled, w, unembed_at_every_layer=unembed_at_every_layer, folded=folded
+    )
+    return compressed.forward, compressed.params

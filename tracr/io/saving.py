@@ -1,0 +1,674 @@
+"""Save a compiled model to a directory and load it back, without pickle.
+
+A saved model is a directory with two files::
+
+    model.json    format version, model config, vocabulary (types kept),
+                  BOS/PAD tokens, output encoding, residual labels,
+                  unembedding, and the SHA-256 of params.npz
+    params.npz    the parameters, one float32 array per Haiku parameter,
+                  named `<module path>/<parameter>` (e.g.
+                  `transformer/layer_0/attn/query/w`)
+
+Example::
+
+    from tracr.compiler import compiling, lib
+    from tracr.io import load_model, save_model
+    from tracr.rasp import rasp
+
+    model = compiling.compile_rasp_to_model(
+        lib.make_reverse(rasp.tokens), vocab={"a", "b"}, max_seq_len=4)
+    save_model(model, "reverse_model")
+    again = load_model("reverse_model")
+    again.apply(["compiler_bos", "a", "b"]).decoded   # ['compiler_bos', 'b', 'a']
+
+Loading never executes code from the files: the JSON is parsed with the
+standard library (NaN and Infinity refused), the arrays are read member by
+member from the zip with `allow_pickle=False` after their headers (dtype and
+shape) have been checked against the config, and every field is validated
+before a model is built. Anything unexpected (unknown keys, a wrong version,
+shapes or names that do not match, non-finite values, object arrays, a
+checksum mismatch from a corrupt or truncated file) raises `ValueError`
+naming the file and the problem.
+
+Token and output values keep their Python type: each is written as
+`{"type": "int" | "float" | "str" | "bool" | "tuple", "value": ...}`, so a
+vocabulary {1, "1", True} survives the round trip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import pathlib
+import zipfile
+import zlib
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import jax
+import numpy as np
+
+from tracr.compiler import assemble
+from tracr.craft import bases
+from tracr.transformer import encoder, model
+
+FORMAT_NAME = "tracr-model"
+FORMAT_VERSION = 1
+CONFIG_FILE = "model.json"
+PARAMS_FILE = "params.npz"
+
+# model.json larger than this is refused before parsing (a real one is a few KiB
+# plus the labels: about 30 bytes per residual dimension).
+_MAX_JSON_BYTES = 64 * 1024 * 1024
+_MAX_TUPLE_DEPTH = 16
+# Bounds on config integers, so that a hostile file cannot make the loader
+# build huge name tables before it looks at the arrays.
+_MAX_LAYERS = 10_000
+_MAX_SIZE = 1 << 24
+_TOKENS_NAME = "tokens"
+_OUTPUT_NAME = "output"
+_ACTIVATIONS = {"relu": jax.nn.relu}
+
+PathLike = Union[str, os.PathLike]
+
+_TOP_KEYS = {
+    "format",
+    "format_version",
+    "config",
+    "input",
+    "output",
+    "residual_labels",
+    "unembedding",
+    "params",
+    "metadata",
+}
+_CONFIG_KEYS = {
+    "num_heads": int,
+    "num_layers": int,
+    "key_size": int,
+    "mlp_hidden_size": int,
+    "dropout_rate": float,
+    "activation_function": str,
+    "layer_norm": bool,
+    "causal": bool,
+    "d_model": int,
+    "max_seq_len": int,
+}
+_INPUT_KEYS = {"tokens", "bos_token", "pad_token"}
+_PARAMS_KEYS = {"file", "sha256"}
+
+
+# --------------------------------------------------------------------------
+# Typed values: JSON keeps 1, 1.0, "1" and true apart only if we say which.
+
+
+def encode_value(value: Any) -> Dict[str, Any]:
+    """A token or output value as `{"type": ..., "value": ...}`.
+
+    Raises:
+      ValueError: the value is not an int, float, str, bool or tuple of
+        those, or is a non-finite float.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return {"type": "bool", "value": bool(value)}
+    if isinstance(value, (int, np.integer)):
+        return {"type": "int", "value": int(value)}
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            raise ValueError(f"Cannot save the non-finite value {value!r}: JSON has no NaN/inf.")
+        return {"type": "float", "value": float(value)}
+    if isinstance(value, str):
+        return {"type": "str", "value": value}
+    if isinstance(value, tuple):
+        return {"type": "tuple", "value": [encode_value(v) for v in value]}
+    raise ValueError(
+        f"Cannot save the value {value!r} of type {type(value).__name__}: saved models "
+        "support int, float, str, bool and tuples of those as tokens and outputs."
+    )
+
+
+def decode_value(item: Any, where: str, _depth: int = 0) -> Any:
+    """Inverse of `encode_value`, checking the shape of `item`.
+
+    Raises:
+      ValueError: `item` is not a well-formed typed value.
+    """
+    if _depth > _MAX_TUPLE_DEPTH:
+        raise ValueError(f"{where}: tuples nested more than {_MAX_TUPLE_DEPTH} deep.")
+    if not isinstance(item, dict) or set(item) != {"type", "value"}:
+        raise ValueError(
+            f"{where}: expected a typed value {{'type': ..., 'value': ...}}, got {item!r}."
+        )
+    kind, value = item["type"], item["value"]
+    checks = {
+        "bool": lambda v: isinstance(v, bool),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": lambda v: isinstance(v, str),
+        "tuple": lambda v: isinstance(v, list),
+    }
+    if kind not in checks:
+        raise ValueError(f"{where}: unknown value type {kind!r}; expected one of {sorted(checks)}.")
+    if not checks[kind](value):
+        raise ValueError(f"{where}: a value of type {kind!r} cannot be {value!r}.")
+    if kind == "float":
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: non-finite float {value!r}.")
+        return value
+    if kind == "tuple":
+        return tuple(decode_value(v, f"{where}[{i}]", _depth + 1) for i, v in enumerate(value))
+    return value
+
+
+def _typed_key(value: Any) -> Tuple[str, Any]:
+    """A key under which 1, 1.0 and True stay distinct (for duplicate checks)."""
+    if isinstance(value, tuple):
+        return ("tuple", tuple(_typed_key(v) for v in value))
+    return (type(value).__name__, value)
+
+
+# --------------------------------------------------------------------------
+# Parameter names and shapes, derived from the config alone.
+
+
+def expected_param_shapes(config: Mapping[str, int], vocab_size: int) -> Dict[str, Tuple[int, ...]]:
+    """Every array a saved model must contain, with its shape.
+
+    Args:
+      config: the `config` section of model.json (num_heads, num_layers,
+        key_size, mlp_hidden_size, d_model, max_seq_len).
+      vocab_size: number of tokens, BOS and PAD included.
+
+    Returns:
+      `{"<module>/<param>": shape}`, e.g. `"transformer/layer_0/attn/query/w"`.
+    """
+    d, h, k, m = (config[n] for n in ("d_model", "num_heads", "key_size", "mlp_hidden_size"))
+    shapes: Dict[str, Tuple[int, ...]] = {
+        "token_embed/embeddings": (vocab_size, d),
+        "pos_embed/embeddings": (config["max_seq_len"] + 1, d),
+    }
+    for layer in range(config["num_layers"]):
+        for name in ("query", "key", "value"):
+            prefix = assemble.param_name(layer, "attn", name)
+            shapes[f"{prefix}/w"] = (d, h * k)
+            shapes[f"{prefix}/b"] = (h * k,)
+        prefix = assemble.param_name(layer, "attn", "linear")
+        shapes[f"{prefix}/w"] = (h * k, d)
+        shapes[f"{prefix}/b"] = (d,)
+        prefix = assemble.param_name(layer, "mlp", "linear_1")
+        shapes[f"{prefix}/w"] = (d, m)
+        shapes[f"{prefix}/b"] = (m,)
+        prefix = assemble.param_name(layer, "mlp", "linear_2")
+        shapes[f"{prefix}/w"] = (m, d)
+        shapes[f"{prefix}/b"] = (d,)
+    return shapes
+
+
+def _flatten_params(params: Mapping[str, Mapping[str, Any]]) -> Dict[str, np.ndarray]:
+    return {
+        f"{module}/{name}": np.asarray(value, dtype=np.float32)
+        for module, inner in params.items()
+        for name, value in inner.items()
+    }
+
+
+def _unflatten_params(flat: Mapping[str, np.ndarray]) -> Dict[str, Dict[str, np.ndarray]]:
+    params: Dict[str, Dict[str, np.ndarray]] = {}
+    for key, value in flat.items():
+        module, name = key.rsplit("/", 1)
+        params.setdefault(module, {})[name] = value
+    return params
+
+
+# --------------------------------------------------------------------------
+# Saving.
+
+
+def _unembedding_indices(unembed_matrix: Optional[np.ndarray], d_model: int) -> List[int]:
+    if unembed_matrix is None:
+        raise ValueError(
+            "model.unembed_matrix is None, so the output directions are unknown; save a model "
+            "built by compiling.compile_rasp_to_model or assemble.build_assembled_model."
+        )
+    u = np.asarray(unembed_matrix)
+    rows, cols = np.nonzero(u)
+    is_selection = (
+        u.ndim == 2
+        and u.shape[0] == d_model
+        and len(cols) == u.shape[1]
+        and sorted(cols.tolist()) == list(range(u.shape[1]))
+        and np.all(u[rows, cols] == 1.0)
+    )
+    if not is_selection:
+        raise ValueError(
+            f"model.unembed_matrix (shape {u.shape}) is not a selection of residual directions "
+            "(one 1 per column); only compiled models' unembeddings can be saved."
+        )
+    order = np.argsort(cols)
+    return rows[order].tolist()
+
+
+def _model_json(
+    compiled: assemble.AssembledTransformerModel,
+    flat: Mapping[str, np.ndarray],
+    sha256: str,
+    metadata: Optional[Mapping[str, str]],
+) -> Dict[str, Any]:
+    config = compiled.model_config
+    activation = [n for n, f in _ACTIVATIONS.items() if f is config.activation_function]
+    if not activation:
+        raise ValueError(
+            f"model_config.activation_function is {config.activation_function!r}; saved models "
+            f"support {sorted(_ACTIVATIONS)} (compiled models use jax.nn.relu)."
+        )
+    if config.layer_norm:
+        raise ValueError(
+            "model_config.layer_norm is True; saved models have no layer norm parameters "
+            "(compiled models use layer_norm=False)."
+        )
+    in_enc = compiled.input_encoder
+    if not isinstance(in_enc, encoder.CategoricalEncoder) or in_enc.bos_token is None:
+        raise ValueError(
+            "model.input_encoder must be a CategoricalEncoder with a BOS token, got "
+            f"{type(in_enc).__name__}; save a model from compiling.compile_rasp_to_model."
+        )
+    tokens = [in_enc.decoding_map[i] for i in range(in_enc.vocab_size)]
+    out_enc = compiled.output_encoder
+    if isinstance(out_enc, encoder.CategoricalEncoder):
+        output = {
+            "encoding": "categorical",
+            "values": [encode_value(out_enc.decoding_map[i]) for i in range(out_enc.vocab_size)],
+        }
+    elif isinstance(out_enc, encoder.NumericalEncoder):
+        output = {"encoding": "numerical"}
+    else:
+        raise ValueError(
+            "model.output_encoder must be a CategoricalEncoder or NumericalEncoder, got "
+            f"{type(out_enc).__name__}."
+        )
+    d_model = flat["token_embed/embeddings"].shape[1]
+    meta = dict(metadata or {})
+    for key, value in meta.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"metadata must map str to str, got {key!r}: {value!r}.")
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "config": {
+            "num_heads": int(config.num_heads),
+            "num_layers": int(config.num_layers),
+            "key_size": int(config.key_size),
+            "mlp_hidden_size": int(config.mlp_hidden_size),
+            "dropout_rate": float(config.dropout_rate),
+            "activation_function": activation[0],
+            "layer_norm": bool(config.layer_norm),
+            "causal": bool(config.causal),
+            "d_model": int(d_model),
+            "max_seq_len": int(flat["pos_embed/embeddings"].shape[0] - 1),
+        },
+        "input": {
+            "tokens": [encode_value(t) for t in tokens],
+            "bos_token": encode_value(in_enc.bos_token),
+            "pad_token": None if in_enc.pad_token is None else encode_value(in_enc.pad_token),
+        },
+        "output": output,
+        "residual_labels": [str(label) for label in compiled.residual_labels],
+        "unembedding": _unembedding_indices(compiled.unembed_matrix, d_model),
+        "params": {"file": PARAMS_FILE, "sha256": sha256},
+        "metadata": meta,
+    }
+
+
+def _write_atomically(path: pathlib.Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_model(
+    compiled: assemble.AssembledTransformerModel,
+    directory: PathLike,
+    *,
+    metadata: Optional[Mapping[str, str]] = None,
+) -> pathlib.Path:
+    """Writes a compiled model to `directory` (created if needed).
+
+    Existing model.json and params.npz in the directory are replaced.
+
+    Args:
+      compiled: a model from `compiling.compile_rasp_to_model` (or one rebuilt
+        by `load_model`).
+      directory: where to write model.json and params.npz.
+      metadata: optional free-form strings stored with the model (the CLI
+        records the program and vocabulary here).
+
+    Returns:
+      The directory, as a path.
+
+    Raises:
+      ValueError: the model cannot be described by the format (no encoders,
+        an activation other than relu, layer norm, unsupported token types).
+    """
+    directory = pathlib.Path(directory)
+    flat = _flatten_params(compiled.params)
+    in_enc = compiled.input_encoder
+    vocab_size = in_enc.vocab_size if isinstance(in_enc, encoder.CategoricalEncoder) else -1
+    if "token_embed/embeddings" not in flat or "pos_embed/embeddings" not in flat:
+        raise ValueError(
+            "model.params has no token_embed/embeddings or pos_embed/embeddings; only models "
+            "in the Tracr parameter layout can be saved."
+        )
+    config_json = _model_json(compiled, flat, sha256="", metadata=metadata)
+    expected = expected_param_shapes(config_json["config"], vocab_size)
+    if set(flat) != set(expected):
+        extra = sorted(set(flat) - set(expected))
+        missing = sorted(set(expected) - set(flat))
+        raise ValueError(
+            f"model.params do not match its config: unexpected {extra}, missing {missing}."
+        )
+    for name, shape in expected.items():
+        if flat[name].shape != shape:
+            raise ValueError(f"model.params[{name!r}] has shape {flat[name].shape}, want {shape}.")
+
+    directory.mkdir(parents=True, exist_ok=True)
+    params_path = directory / PARAMS_FILE
+    with open(params_path.with_name(PARAMS_FILE + ".tmp"), "wb") as f:
+        np.savez(f, **flat)
+    os.replace(params_path.with_name(PARAMS_FILE + ".tmp"), params_path)
+    config_json["params"]["sha256"] = _sha256(params_path)
+    text = json.dumps(config_json, indent=1, allow_nan=False, ensure_ascii=True) + "\n"
+    _write_atomically(directory / CONFIG_FILE, text.encode("ascii"))
+    return directory
+
+
+def _sha256(path: pathlib.Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# Loading.
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"contains {name}, which is not valid JSON")
+
+
+def _check_keys(section: Any, want: set, where: str, optional: frozenset = frozenset()) -> None:
+    if not isinstance(section, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(section).__name__}.")
+    unknown = sorted(set(section) - want)
+    missing = sorted(want - set(section) - optional)
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {unknown}; expected only {sorted(want)}.")
+    if missing:
+        raise ValueError(f"{where} is missing keys {missing}.")
+
+
+def _read_json(path: pathlib.Path) -> Dict[str, Any]:
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist: not a saved tracr model directory.")
+    size = path.stat().st_size
+    if size > _MAX_JSON_BYTES:
+        raise ValueError(f"{path} is {size} bytes, more than the {_MAX_JSON_BYTES} allowed.")
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ValueError(f"{path} is not valid JSON (corrupt or truncated?): {e}") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(doc).__name__}.")
+    return doc
+
+
+def _validate_config(doc: Dict[str, Any], where: str) -> Dict[str, Any]:
+    if doc.get("format") != FORMAT_NAME:
+        raise ValueError(f"{where}: 'format' is {doc.get('format')!r}, expected {FORMAT_NAME!r}.")
+    version = doc.get("format_version")
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise ValueError(
+            f"{where}: format_version {version!r} is not supported; this tracr reads version "
+            f"{FORMAT_VERSION}. Re-save the model with this version of tracr."
+        )
+    _check_keys(doc, _TOP_KEYS, where, optional=frozenset({"metadata"}))
+    config = doc["config"]
+    _check_keys(config, set(_CONFIG_KEYS), f"{where} 'config'")
+    for key, kind in _CONFIG_KEYS.items():
+        value = config[key]
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            raise ValueError(f"{where}: config[{key!r}] must be {kind.__name__}, got {value!r}.")
+        limit = _MAX_LAYERS if key == "num_layers" else _MAX_SIZE
+        if kind is int and not 1 <= value <= limit:
+            raise ValueError(f"{where}: config[{key!r}] = {value} is out of range 1..{limit}.")
+    if config["activation_function"] not in _ACTIVATIONS:
+        raise ValueError(
+            f"{where}: activation_function {config['activation_function']!r} is not one of "
+            f"{sorted(_ACTIVATIONS)}."
+        )
+    if config["layer_norm"]:
+        raise ValueError(f"{where}: layer_norm must be false (saved models have no layer norm).")
+    if not 0.0 <= config["dropout_rate"] < 1.0:
+        raise ValueError(f"{where}: dropout_rate {config['dropout_rate']} is not in [0, 1).")
+    return config
+
+
+def _validate_values(items: Any, where: str) -> List[Any]:
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"{where} must be a non-empty list of typed values.")
+    values = [decode_value(item, f"{where}[{i}]") for i, item in enumerate(items)]
+    keys = [_typed_key(v) for v in values]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{where} lists a value more than once.")
+    return values
+
+
+def _read_params(path: pathlib.Path, expected: Dict[str, Tuple[int, ...]]) -> Dict[str, np.ndarray]:
+    """Reads every expected array from the .npz, checking each header first."""
+    arrays: Dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.namelist()
+            if len(set(members)) != len(members):
+                raise ValueError(f"{path} lists an array more than once.")
+            names = [m[: -len(".npy")] for m in members if m.endswith(".npy")]
+            unknown = sorted(set(names) - set(expected)) + [
+                m for m in members if not m.endswith(".npy")
+            ]
+            missing = sorted(set(expected) - set(names))
+            if unknown or missing:
+                raise ValueError(
+                    f"{path} does not match model.json's config: unexpected arrays "
+                    f"{unknown[:8]}, missing arrays {missing[:8]}."
+                )
+            for name in names:
+                with archive.open(name + ".npy") as f:
+                    arrays[name] = _read_npy(f, name, expected[name], path)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+        raise ValueError(
+            f"{path} is not a valid .npz archive (corrupt or truncated?): {e}"
+        ) from None
+    return arrays
+
+
+def _read_npy(f, name: str, shape: Tuple[int, ...], path: pathlib.Path) -> np.ndarray:
+    fmt = np.lib.format
+    where = f"{path}: array {name!r}"
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            header = fmt.read_array_header_1_0(f)
+        elif version == (2, 0):
+            header = fmt.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(f"{where} has an unreadable header (corrupt?): {e}") from None
+    got_shape, _, dtype = header
+    want_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if dtype.hasobject or dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        raise ValueError(
+            f"{where} has dtype {dtype}; only float32 or float64 arrays are accepted "
+            "(object arrays would need pickle, which loading never uses)."
+        )
+    if tuple(got_shape) != shape:
+        raise ValueError(f"{where} has shape {tuple(got_shape)}, but the config implies {shape}.")
+    f_data = f.read(want_bytes + 1)
+    if len(f_data) != want_bytes:
+        raise ValueError(
+            f"{where} holds {len(f_data)} bytes of data, expected {want_bytes} (truncated?)."
+        )
+    order = "F" if header[1] else "C"
+    array = np.frombuffer(f_data, dtype=dtype).reshape(shape, order=order)
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{where} contains NaN or infinite values.")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def load_model(directory: PathLike) -> assemble.AssembledTransformerModel:
+    """Rebuilds a model saved by `save_model`; it gives the same outputs.
+
+    Args:
+      directory: a directory holding model.json and params.npz.
+
+    Returns:
+      An `AssembledTransformerModel` with `apply`, `forward`, params, config,
+      residual labels and encoders.
+
+    Raises:
+      ValueError: a file is missing, corrupt, truncated, of another format
+        version, or does not match the schema (unknown or missing keys, wrong
+        array names, shapes or dtypes, non-finite values, checksum mismatch).
+    """
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"{directory} is not a directory; give the directory save_model wrote.")
+    json_path = directory / CONFIG_FILE
+    where = str(json_path)
+    doc = _read_json(json_path)
+    config = _validate_config(doc, where)
+
+    inputs = doc["input"]
+    _check_keys(inputs, _INPUT_KEYS, f"{where} 'input'")
+    tokens = _validate_values(inputs["tokens"], f"{where} input.tokens")
+    token_keys = [_typed_key(t) for t in tokens]
+    bos = decode_value(inputs["bos_token"], f"{where} input.bos_token")
+    pad = inputs["pad_token"]
+    pad = None if pad is None else decode_value(pad, f"{where} input.pad_token")
+    for name, token in (("bos_token", bos), ("pad_token", pad)):
+        if token is not None and _typed_key(token) not in token_keys:
+            raise ValueError(f"{where}: input.{name} {token!r} is not among input.tokens.")
+
+    output = doc["output"]
+    if not isinstance(output, dict) or output.get("encoding") not in ("categorical", "numerical"):
+        raise ValueError(
+            f"{where}: output must be {{'encoding': 'categorical', 'values': [...]}} or "
+            f"{{'encoding': 'numerical'}}, got {output!r}."
+        )
+    categorical = output["encoding"] == "categorical"
+    if categorical:
+        _check_keys(output, {"encoding", "values"}, f"{where} 'output'")
+        output_values = _validate_values(output["values"], f"{where} output.values")
+    else:
+        _check_keys(output, {"encoding"}, f"{where} 'output'")
+        output_values = [None]
+
+    d_model = config["d_model"]
+    labels = doc["residual_labels"]
+    if (
+        not isinstance(labels, list)
+        or len(labels) != d_model
+        or not all(isinstance(label, str) for label in labels)
+    ):
+        raise ValueError(f"{where}: residual_labels must be a list of {d_model} strings.")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{where}: residual_labels name a dimension more than once.")
+    unembedding = doc["unembedding"]
+    if (
+        not isinstance(unembedding, list)
+        or len(unembedding) != len(output_values)
+        or not all(isinstance(i, int) and not isinstance(i, bool) for i in unembedding)
+        or not all(0 <= i < d_model for i in unembedding)
+        or len(set(unembedding)) != len(unembedding)
+    ):
+        raise ValueError(
+            f"{where}: unembedding must list {len(output_values)} distinct residual indices in "
+            f"0..{d_model - 1}, got {unembedding!r}."
+        )
+    params_info = doc["params"]
+    _check_keys(params_info, _PARAMS_KEYS, f"{where} 'params'")
+    if params_info["file"] != PARAMS_FILE:
+        raise ValueError(
+            f"{where}: params.file must be {PARAMS_FILE!r}, got {params_info['file']!r}."
+        )
+    metadata = doc.get("metadata", {})
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise ValueError(f"{where}: metadata must map strings to strings.")
+
+    params_path = directory / PARAMS_FILE
+    if not params_path.is_file():
+        raise ValueError(f"{params_path} does not exist: the saved model is incomplete.")
+    digest = _sha256(params_path)
+    if digest != params_info["sha256"]:
+        raise ValueError(
+            f"{params_path} does not match the SHA-256 recorded in {CONFIG_FILE} "
+            "(corrupt, truncated or modified); save the model again."
+        )
+    flat = _read_params(params_path, expected_param_shapes(config, len(tokens)))
+
+    unembed_matrix = np.zeros((d_model, len(output_values)), dtype=np.float32)
+    unembed_matrix[unembedding, np.arange(len(unembedding))] = 1.0
+    transformer_config = model.TransformerConfig(
+        num_heads=config["num_heads"],
+        num_layers=config["num_layers"],
+        key_size=config["key_size"],
+        mlp_hidden_size=config["mlp_hidden_size"],
+        dropout_rate=float(config["dropout_rate"]),
+        activation_function=_ACTIVATIONS[config["activation_function"]],
+        layer_norm=False,
+        causal=config["causal"],
+    )
+    pad_id = None if pad is None else token_keys.index(_typed_key(pad))
+    loaded = assemble.build_assembled_model(
+        params=_unflatten_params(flat),
+        config=transformer_config,
+        residual_labels=labels,
+        unembed_matrix=unembed_matrix,
+        categorical_output=categorical,
+        pad_id=pad_id,
+    )
+    loaded.input_encoder = encoder.CategoricalEncoder(
+        basis=[bases.BasisDirection(_TOKENS_NAME, t) for t in tokens],
+        enforce_bos=True,
+        bos_token=bos,
+        pad_token=pad,
+        max_seq_len=config["max_seq_len"] + 1,
+    )
+    if categorical:
+        loaded.output_encoder = encoder.CategoricalEncoder(
+            basis=[bases.BasisDirection(_OUTPUT_NAME, v) for v in output_values]
+        )
+    else:
+        loaded.output_encoder = encoder.NumericalEncoder()
+    return loaded
+
+
+def load_metadata(directory: PathLike) -> Dict[str, str]:
+    """The free-form metadata strings of a saved model (validated like load_model)."""
+    path = pathlib.Path(directory) / CONFIG_FILE
+    doc = _read_json(path)
+    _validate_config(doc, str(path))
+    metadata = doc.get("metadata", {})
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise ValueError(f"{path}: metadata must map strings to strings.")
+    return dict(metadata)
