@@ -4,9 +4,9 @@ For each case of `tracr.compiler.library_cases` and each max_seq_len, compiles
 the program once with `compiling.compile_rasp_to_model_with_report` and prints
 one table row: the seconds spent in each pass, the model's residual size D,
 layers, heads, MLP width and parameter count, and the seconds per million
-parameters built. A scaling summary follows: the time ratio between the two
-longest lengths (100 vs 50 by default) and the time per million parameters at
-30 against the longest length.
+parameters built. A scaling summary follows: the time ratio between the
+longest length and half of it (100 vs 50 by default) and the time per million
+parameters at 30 against the longest length.
 
 Each compilation runs in a fresh child process under a memory limit
 (`--mem-gb`) and a time limit (`--timeout`), so a model too large for the
@@ -84,7 +84,14 @@ def measure(
     vocab = scaled_vocab(case.vocab, vocab_size)
     program = case.program(max_seq_len)
     start, start_cpu = time.perf_counter(), time.process_time()
-    model, report = compiling.compile_rasp_to_model_with_report(program, set(vocab), max_seq_len)
+    if hasattr(compiling, "compile_rasp_to_model_with_report"):
+        model, report = compiling.compile_rasp_to_model_with_report(
+            program, set(vocab), max_seq_len
+        )
+        pass_seconds = report.pass_seconds
+    else:  # an older checkout (--tracr-root): the total only
+        model = compiling.compile_rasp_to_model(program, set(vocab), max_seq_len)
+        pass_seconds = {}
     total, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     params = sum(int(np.size(w)) for layer in model.params.values() for w in layer.values())
     config = model.model_config
@@ -97,7 +104,7 @@ def measure(
         "heads": config.num_heads,
         "mlp": config.mlp_hidden_size,
         "params": params,
-        "passes": report.pass_seconds,
+        "passes": pass_seconds,
         "total": total,
         "cpu": cpu,
     }
@@ -116,6 +123,7 @@ def run_isolated(
     first_call: bool,
     mem_gb: float,
     timeout: float,
+    tracr_root: str = "",
 ) -> Dict[str, object]:
     """`measure` in a child process limited to `mem_gb` of memory and `timeout` s."""
     cmd = [
@@ -127,6 +135,7 @@ def run_isolated(
         str(vocab_size or 0),
         "1" if first_call else "0",
         str(mem_gb),
+        tracr_root,
     ]
     failed: Dict[str, object] = {"case": case_name, "n": max_seq_len}
     try:
@@ -143,7 +152,9 @@ def run_isolated(
 
 
 def _worker(argv: Sequence[str]) -> None:
-    case_name, n, vocab_size, first_call, mem_gb = argv
+    case_name, n, vocab_size, first_call, mem_gb, tracr_root = argv
+    if tracr_root:
+        sys.path.insert(0, tracr_root)
     limit = int(float(mem_gb) * (1 << 30))
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     row = measure(case_name, int(n), int(vocab_size) or None, first_call == "1")
@@ -180,7 +191,8 @@ def header(first_call: bool) -> str:
 
 
 def scaling_summary(rows: List[Dict[str, object]], lengths: Sequence[int]) -> str:
-    """Per program: growth between the two longest lengths; s/Mparam at 30 vs the longest.
+    """Per program: growth from half the longest length (or the next longest) to the
+    longest, and the seconds per million parameters at 30 against the longest.
 
     Times are wall-clock ("t") and CPU ("cpu") seconds of the compilation; on a
     busy machine the CPU figures are the steadier ones.
@@ -190,7 +202,8 @@ def scaling_summary(rows: List[Dict[str, object]], lengths: Sequence[int]) -> st
     lengths = sorted(lengths)
     lines = []
     if len(lengths) >= 2:
-        lo, hi = lengths[-2], lengths[-1]
+        hi = lengths[-1]
+        lo = hi // 2 if hi // 2 in lengths else lengths[-2]  # 100 vs 50 by default
         ref = 30 if 30 in lengths and 30 != hi else lengths[0]
         lines.append(
             f"{'program':<17} {f't({hi})/t({lo})':>12} {f'cpu {hi}/{lo}':>12} "
@@ -247,6 +260,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="compile each case this many times, keep the fastest"
     )
+    parser.add_argument(
+        "--tracr-root",
+        default="",
+        help="benchmark the tracr package in this folder (e.g. an older checkout) instead",
+    )
     args = parser.parse_args(argv)
 
     from tracr.compiler import library_cases
@@ -256,7 +274,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     unknown = [n for n in names if n not in library_cases.CASES_BY_NAME]
     if unknown:
         parser.error(f"unknown cases {unknown}; known: {sorted(library_cases.CASES_BY_NAME)}")
-    in_process = args.in_process or args.quick
+    in_process = (args.in_process or args.quick) and not args.tracr_root
 
     print(header(args.first_call), flush=True)
     rows = []
@@ -269,7 +287,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 else:
                     tries.append(
                         run_isolated(
-                            name, n, args.vocab_size, args.first_call, args.mem_gb, args.timeout
+                            name,
+                            n,
+                            args.vocab_size,
+                            args.first_call,
+                            args.mem_gb,
+                            args.timeout,
+                            os.path.abspath(args.tracr_root) if args.tracr_root else "",
                         )
                     )
                 if "error" in tries[-1]:

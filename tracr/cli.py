@@ -381,7 +381,10 @@ def _add_program_options(parser: argparse.ArgumentParser, required: bool = False
         help="an argument of the program function (repeatable), e.g. --arg token=a",
     )
     group.add_argument(
-        "--mlp-exactness", type=float, default=100, help="sharpness of numerical MLPs (100)"
+        "--mlp-exactness",
+        type=float,
+        default=None,
+        help="sharpness of numerical MLPs (default: derived by the compiler)",
     )
 
 

@@ -250,19 +250,18 @@ def _check_separable(label: str, f: Callable[[Any], Any], values, numerical_outp
     in_a_pair[close] = in_a_pair[close + 1] = True
     involved = np.flatnonzero(in_a_pair)
     as_float = numbers[involved].tolist()
-    outputs = list(map(f, as_float))
-    f_of = dict(zip(involved.tolist(), outputs))
-    float_of = dict(zip(involved.tolist(), as_float))
-    # Pairs that certainly agree are found in numpy; the rest are checked below.
-    agree = _certainly_agree(
-        outputs,
-        np.searchsorted(involved, close),
-        np.searchsorted(involved, close + 1),
-        numerical_output,
-    )
-    for i in close[~agree].tolist():
-        a, b = float_of[i], float_of[i + 1]
-        fa, fb = f_of[i], f_of[i + 1]
+    try:  # f itself, mapped in C; the wrapper (None on ArithmeticError) if it raises
+        outputs = list(map(getattr(f, "__wrapped__", f), as_float))
+    except ArithmeticError:
+        outputs = list(map(f, as_float))
+    # Positions in `involved` of each close pair; pairs that certainly agree are
+    # found in numpy, the rest are checked one by one below.
+    pos_a = np.searchsorted(involved, close)
+    pos_b = np.searchsorted(involved, close + 1)
+    agree = _certainly_agree(outputs, pos_a, pos_b, numerical_output)
+    for k in np.flatnonzero(~agree).tolist():
+        a, b = as_float[pos_a[k]], as_float[pos_b[k]]
+        fa, fb = outputs[pos_a[k]], outputs[pos_b[k]]
         if numerical_output and fa is not None and fb is not None:
             same = abs(float(fa) - float(fb)) <= SAME_FLOAT32_VALUE * max(1.0, abs(float(fa)))
         else:
@@ -289,8 +288,11 @@ def _certainly_agree(
             if np.isnan(y).any():
                 return unknown
             return np.abs(y[a] - y[b]) <= SAME_FLOAT32_VALUE * np.maximum(1.0, np.abs(y[a]))
+        if kinds <= {bool}:  # the usual case: a comparison
+            y = np.array(outputs, dtype=bool)
+            return y[a] == y[b]
         if kinds <= {int, float, bool, str, type(None)}:
-            if any(o != o for o in outputs):  # NaN: == is not an equivalence
+            if float in kinds and any(o != o for o in outputs):  # NaN: == is no equivalence
                 return unknown
             code: dict = {}
             codes = np.array([code.setdefault(o, len(code)) for o in outputs], dtype=np.int64)

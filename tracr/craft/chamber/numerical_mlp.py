@@ -68,6 +68,7 @@ T(2)) for upstream errors (see `tracr.compiler.precision`).
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Callable, Iterable, List, Tuple
 
 import numpy as np
@@ -147,7 +148,7 @@ def _sorted_values_and_outputs(input_value_set: Iterable[float], f: Callable[[fl
         outputs = list(map(f, firsts))
     except ArithmeticError:
         outputs = None
-    if outputs is not None and not any(out is None for out in outputs):
+    if outputs is not None and not _has_none(outputs):
         return keys, outputs
     values, outputs = [], []
     for key, value in zip(keys, firsts):
@@ -229,9 +230,21 @@ def _same(a: object, b: object) -> bool:
         return False
 
 
+def _has_none(outputs: List[object]) -> bool:
+    try:
+        return None in outputs  # compares in C: `is` first, then ==
+    except (TypeError, ValueError):  # an output whose == is elementwise
+        return any(out is None for out in outputs)
+
+
+_PLAIN_OUTPUTS = {bool, int, float, str, tuple, type(None)}
+
+
 def _changes(outputs: List[object]) -> List[bool]:
     """For each pair of neighbouring outputs, whether f may change between them."""
     try:
+        if set(map(type, outputs)) <= _PLAIN_OUTPUTS:  # != is `not ==` for these
+            return list(map(operator.ne, outputs, outputs[1:]))
         return [not (a == b) for a, b in zip(outputs, outputs[1:])]
     except (TypeError, ValueError):
         return [not _same(a, b) for a, b in zip(outputs, outputs[1:])]
@@ -338,7 +351,7 @@ def map_numerical_to_categorical_mlp(
     column_of_value = {}
     for j, d in enumerate(output_space.basis):
         column_of_value.setdefault(d.value, j)
-    columns = [column_of_value.get(out) for out in materials.output_values]
+    columns = list(map(column_of_value.get, materials.output_values))
     if None in columns:
         i = columns.index(None)
         raise ValueError(
