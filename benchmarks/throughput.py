@@ -9,11 +9,12 @@ For each program of `tracr.compiler.library_cases` at each max_seq_len, prints
   the device, at each batch size;
 - `first`: latency of the first call at the largest batch size run (trace,
   compile and run);
-- `haiku@1024`: the Haiku model itself, jit-compiled, at batch 1024;
-- `e2e@1024`: `model.apply_batch` on Python token lists at batch 1024
+- `haiku@1k`: the Haiku model itself, jit-compiled, at batch 1024;
+- `e2e@1k`: `model.apply_batch` on Python token lists at batch 1024
   (encoding, padding and decoding included);
-- `x Tracr`: the B=1024 figure over Tracr's eager `apply` measured on the
-  reference machine (reverse 31, hist 92, sort_unique 49 sequences/s, n=10).
+- `x Tracr`: the B=1024 figure over Tracr's eager `apply` as the issue
+  measured it on this machine (reverse 31, hist 92, sort_unique 49
+  sequences/s, n=10).
 
 Each figure is the best of repeated timed calls (at least 3, for about
 `--seconds`), as `timeit` advises: on a shared machine the best call is the
