@@ -1,10 +1,11 @@
 """Tests for tracr.compiler.basis_inference helpers."""
 
+import itertools
 import random
 
 import pytest
 
-from tracr.compiler import basis_inference
+from tracr.compiler import basis_inference, lib, validating
 from tracr.rasp import rasp
 
 _RNG = random.Random(0)
@@ -34,3 +35,89 @@ def test_apply_all_skips_none_and_arithmetic_errors():
         0.25,
     }
     assert basis_inference._apply_all(lambda x, y: x // y, {1, 2}, {0, 1}) == {1, 2}
+
+
+# ------------------------------------------------------------ joint value sets
+
+
+def _inferred(program, vocab, max_seq_len):
+    inference = basis_inference.ValueSetInference(vocab, max_seq_len)
+    for expr in validating._walk(program):
+        if isinstance(expr, rasp.SOp):
+            inference.add(expr)
+    return inference.value_sets
+
+
+def _observed(program, vocab, max_seq_len):
+    """Every value `program` takes on every input of length 1..max_seq_len."""
+    seen = set()
+    for length in range(1, max_seq_len + 1):
+        for xs in itertools.product(sorted(vocab), repeat=length):
+            seen.update(v for v in program(list(xs)) if v is not None)
+    return seen
+
+
+def _frac(bools, predicate=rasp.Comparison.LEQ):
+    prevs = rasp.Select(rasp.indices, rasp.indices, predicate)
+    return rasp.numerical(rasp.Aggregate(prevs, bools, default=0))
+
+
+def _bools(token):
+    return rasp.numerical(rasp.Map(lambda x, t=token: x == t, rasp.tokens))
+
+
+@pytest.mark.parametrize("max_seq_len", [1, 4, 7])
+def test_balance_values_are_sound_and_joint(max_seq_len):
+    vocab = {"(", ")", "x"}
+    balance = lib.make_pair_balance(rasp.tokens, "(", ")")
+    inferred = _inferred(balance, vocab, max_seq_len)[balance.label]
+    assert _observed(balance, vocab, max_seq_len) <= set(inferred)
+    # Only differences of fractions with the same denominator.
+    expected = {
+        basis_inference._canonical(a / w - b / w)
+        for w in range(1, max_seq_len + 1)
+        for a in range(w + 1)
+        for b in range(w + 1)
+    } | {0}
+    assert set(inferred) == expected
+
+
+def test_balance_values_grow_with_the_model_not_its_square():
+    balance = lib.make_pair_balance(rasp.tokens, "(", ")")
+    inferred = _inferred(balance, {"(", ")"}, 100)
+    opens = inferred[balance.fst.label]
+    assert len(opens) == 3045  # |{k/w : 0 <= k <= w <= 100}|
+    # a / w - b / w over a, b <= w <= 100: 343,400 pairs, ~6,000 fractions, a
+    # few ulp-apart copies of some (float rounding); not ~ len(opens) ** 2 = 9.3 M.
+    assert len(inferred[balance.label]) < 20_000
+
+
+@pytest.mark.parametrize(
+    "second_predicate",
+    [rasp.Comparison.LT, lambda k, q: k <= q],  # other positions; an unknown predicate
+)
+def test_different_selectors_pair_every_value(second_predicate):
+    opens, closes = _frac(_bools("(")), _frac(_bools(")"), second_predicate)
+    diff = rasp.numerical(rasp.LinearSequenceMap(opens, closes, 1, -1))
+    inferred = _inferred(diff, {"(", ")"}, 5)
+    assert set(inferred[diff.label]) == {
+        a - b for a in inferred[opens.label] for b in inferred[closes.label]
+    }
+    assert _observed(diff, {"(", ")"}, 5) <= set(inferred[diff.label])
+
+
+def test_same_predicate_object_is_joint_through_maps_and_sequence_maps():
+    leq = lambda k, q: k <= q  # noqa: E731
+    opens, closes = _frac(_bools("("), leq), _frac(_bools(")"), leq)
+    scaled = rasp.numerical(rasp.Map(lambda x: 2 * x, opens))
+    diff = rasp.numerical(rasp.SequenceMap(lambda x, y: x - y, scaled, closes))
+    width = rasp.SelectorWidth(rasp.Select(rasp.indices, rasp.indices, leq))
+    total = rasp.numerical(rasp.SequenceMap(lambda x, w: round(x * w), closes, width))
+    vocab = {"(", ")"}
+    for program in (diff, total):
+        inferred = _inferred(program, vocab, 6)[program.label]
+        assert _observed(program, vocab, 6) <= set(inferred)
+    # closes * width is a whole count of closing brackets, 0..6.
+    assert set(_inferred(total, vocab, 6)[total.label]) == set(range(7))
+    # (2 a - b) / w only: 2 * 1/5 - 1/6 = 7/30 pairs two different widths.
+    assert 2 * (1 / 5) - 1 / 6 not in set(_inferred(diff, vocab, 6)[diff.label])

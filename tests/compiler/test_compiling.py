@@ -188,3 +188,35 @@ def test_compile_with_report_times_every_pass_and_builds_the_same_model():
     for name, layer in plain.params.items():
         for key, value in layer.items():
             np.testing.assert_array_equal(value, model.params[name][key])
+
+
+def test_parameters_are_identical_across_processes():
+    """Same program, same weights, whatever a process's string hash seed."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, numpy as np\n"
+        "from tracr.compiler import compiling, lib\n"
+        "m = compiling.compile_rasp_to_model(lib.make_hist(), {'a', 'b', 'c', 'd', 'e'}, 4,\n"
+        "                                    compiler_bos='BOS')\n"
+        "h = hashlib.sha256()\n"
+        "for mod in sorted(m.params):\n"
+        "    for name in sorted(m.params[mod]):\n"
+        "        h.update(f'{mod}/{name}'.encode())\n"
+        "        h.update(np.ascontiguousarray(m.params[mod][name]).tobytes())\n"
+        "print(h.hexdigest(), m.input_encoder.encoding_map)\n"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2", "3")
+    ]
+    assert runs[0] == runs[1] == runs[2]
+    assert "'BOS'" in runs[0]

@@ -6,13 +6,24 @@ a SequenceMap to every pair, SelectorWidth -> 0..max_seq_len, a categorical
 Aggregate -> its SOp's values, a numerical Aggregate -> the means it can
 produce. Categorical SOps own one direction per value (`label:value`),
 numerical SOps a single direction (`label`).
+
+Values are also tracked jointly where that is cheap and sound: two numerical
+Aggregates whose selectors have the same keys, queries and predicate select
+the same positions, so at any one position they divide by the same width.
+Their values are kept split by that width (`_ByWidth`), and a SequenceMap of
+the two only pairs values of equal width. A bracket balance
+``frac_prevs(open) - frac_prevs(close)`` then takes the ~6,000 values
+``(a - b) / w`` at max_seq_len 100 instead of the ~6 million differences of
+any two fractions, and everything downstream (numerical MLPs, validation)
+is built for the values that can occur.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
-from typing import Any, Callable, Iterable, Mapping, Optional, Set
+from typing import Any, Callable, Dict, Hashable, Iterable, Mapping, Optional, Set
 
 import networkx as nx
 import numpy as np
@@ -145,28 +156,46 @@ def _linear_value_set(expr: rasp.LinearSequenceMap, fst: Set[Any], snd: Set[Any]
     return SortedNumbers(sums)
 
 
-def mean_value_set(values: Set[float], max_seq_len: int, include_zero: bool = True) -> Set[float]:
-    """All means of 1..max_seq_len values drawn (with repetition) from `values`.
+def means_by_width(values: Set[float], max_seq_len: int) -> Dict[int, Set[float]]:
+    """The means of exactly w values drawn (with repetition) from `values`, for w = 0..max_seq_len.
 
-    For 0/1 inputs this is {k/w}. Sums with exactly w terms are built one term at
-    a time (a set per w), so the cost is the number of distinct sums, not the
-    number of multisets.
+    Width 0 (nothing selected) holds the numerical Aggregate's 0. For 0/1
+    inputs width w holds {k/w}. Sums with exactly w terms are built one term
+    at a time (a set per w), so the cost is the number of distinct sums, not
+    the number of multisets.
 
     Raises:
-      NotImplementedError: the set would exceed MAX_NUMERICAL_VALUE_SET values.
+      NotImplementedError: the union would exceed MAX_NUMERICAL_VALUE_SET values.
     """
     values = {float(v) for v in values}
-    means: Set[float] = {0.0} if include_zero else set()
+    by_width: Dict[int, Set[float]] = {0: {0}}
+    means = {0}
     sums = {0.0}
     for width in range(1, max_seq_len + 1):
         sums = {s + v for s in sums for v in values}
-        means.update(s / width for s in sums)
+        by_width[width] = {_canonical(s / width) for s in sums}
+        means.update(by_width[width])
         if len(means) > MAX_NUMERICAL_VALUE_SET:
             raise NotImplementedError(
                 f"A numerical Aggregate over values {sorted(values)[:10]}... can take more than "
                 f"{MAX_NUMERICAL_VALUE_SET} different means at max_seq_len={max_seq_len}."
             )
-    return {_canonical(m) for m in means}
+    return by_width
+
+
+def mean_value_set(values: Set[float], max_seq_len: int, include_zero: bool = True) -> Set[float]:
+    """All means of 1..max_seq_len values drawn (with repetition) from `values`.
+
+    For 0/1 inputs this is {k/w}; 0 is included unless `include_zero` is False
+    and 0 is no such mean.
+
+    Raises:
+      NotImplementedError: the set would exceed MAX_NUMERICAL_VALUE_SET values.
+    """
+    by_width = means_by_width(values, max_seq_len)
+    if not include_zero:
+        del by_width[0]
+    return set().union(*by_width.values())
 
 
 def _canonical(x: float) -> float:
@@ -182,71 +211,167 @@ def _canonical(x: float) -> float:
     return int(x) if x == int(x) else x
 
 
+@dataclasses.dataclass(frozen=True)
+class _ByWidth:
+    """An SOp's values split by the width of one selector at the same position.
+
+    `selector` identifies the selected positions (`_selector_key`); `values`
+    maps each width w to the values the SOp can take where w positions are
+    selected. Every value of the SOp lies in one of them.
+    """
+
+    selector: Hashable
+    values: Mapping[int, Set[Any]]
+
+
+def _selector_key(selector: rasp.Selector) -> Optional[Hashable]:
+    """What decides which positions `selector` selects, or None if unknown.
+
+    Two selectors with the same key select the same positions on every input,
+    whatever their labels: the same keys and queries SOps (by label) and the
+    same predicate object, combined the same way.
+    """
+    if isinstance(selector, rasp.Select):
+        key: Hashable = ("select", selector.keys.label, selector.queries.label, selector.predicate)
+    elif isinstance(selector, rasp.SelectorNot):
+        inner = _selector_key(selector.inner)
+        key = None if inner is None else ("not", inner)
+    elif isinstance(selector, (rasp.SelectorAnd, rasp.SelectorOr)):
+        fst, snd = _selector_key(selector.fst), _selector_key(selector.snd)
+        key = None if fst is None or snd is None else (type(selector).__name__, fst, snd)
+    else:
+        return None
+    try:
+        hash(key)
+    except TypeError:  # a predicate object that can't be hashed: no joint values
+        return None
+    return key
+
+
+class ValueSetInference:
+    """The value set of each SOp, computed from its children's (children first).
+
+    Keeps, besides each SOp's value set, its values split by selector width
+    where known (see the module docstring), so that combinations of SOps that
+    share a selector get exactly the values that can occur together.
+    """
+
+    def __init__(self, vocab: Set[Any], max_seq_len: int):
+        self.vocab = set(vocab)
+        self.max_seq_len = max_seq_len
+        self.value_sets: Dict[str, Set[Any]] = {}
+        self._by_width: Dict[str, _ByWidth] = {}
+
+    def add(self, expr: rasp.SOp) -> Set[Any]:
+        """Infers, records and returns the value set of `expr`.
+
+        Raises:
+          NotImplementedError: as `mean_value_set`, for a numerical Aggregate
+            with too many possible means, or for an unknown kind of SOp.
+        """
+        by_width = self._joint(expr)
+        if by_width is not None:
+            self._by_width[expr.label] = by_width
+            value_set = _union(expr, by_width.values.values())
+        else:
+            value_set = self._value_set(expr)
+        self.value_sets[expr.label] = value_set
+        return value_set
+
+    def _joint(self, expr: rasp.SOp) -> Optional[_ByWidth]:
+        """`expr`'s values split by selector width, if its inputs allow it."""
+        n = self.max_seq_len
+        if isinstance(expr, rasp.Aggregate) and rasp.is_numerical(expr):
+            key = _selector_key(expr.selector)
+            if key is None:
+                return None
+            return _ByWidth(key, means_by_width(self.value_sets[expr.sop.label], n))
+        if isinstance(expr, rasp.SelectorWidth):
+            key = _selector_key(expr.selector)
+            return None if key is None else _ByWidth(key, {w: {w} for w in range(n + 1)})
+        if isinstance(expr, rasp.Map) and expr.inner.label in self._by_width:
+            inner = self._by_width[expr.inner.label]
+            return _ByWidth(
+                inner.selector, {w: _apply_all(expr.f, v) for w, v in inner.values.items()}
+            )
+        if isinstance(expr, rasp.SequenceMap) and expr.fst.label != expr.snd.label:
+            fst, snd = self._by_width.get(expr.fst.label), self._by_width.get(expr.snd.label)
+            if fst is None or snd is None or fst.selector != snd.selector:
+                return None
+            if fst.values.keys() != snd.values.keys():
+                return None
+            if isinstance(expr, rasp.LinearSequenceMap):
+                combine: Callable[[Set[Any], Set[Any]], Set[Any]] = functools.partial(
+                    _linear_value_set, expr
+                )
+            else:
+                combine = functools.partial(_apply_all, expr.f)
+            return _ByWidth(
+                fst.selector, {w: combine(fst.values[w], snd.values[w]) for w in fst.values}
+            )
+        return None
+
+    def _value_set(self, expr: rasp.SOp) -> Set[Any]:
+        def of(child: rasp.RASPExpr) -> Set[Any]:
+            return self.value_sets[child.label]
+
+        max_seq_len = self.max_seq_len
+        if isinstance(expr, rasp.TokensType):
+            return set(self.vocab)
+        if isinstance(expr, rasp.IndicesType):
+            return set(range(max_seq_len))
+        if isinstance(expr, rasp.LengthType):
+            return set(range(1, max_seq_len + 1))
+        if isinstance(expr, rasp.Map):
+            return _apply_all(expr.f, of(expr.inner))
+        if isinstance(expr, rasp.LinearSequenceMap):
+            return _linear_value_set(expr, of(expr.fst), of(expr.snd))
+        if isinstance(expr, rasp.SequenceMap):
+            return _apply_all(expr.f, of(expr.fst), of(expr.snd))
+        if isinstance(expr, rasp.Full):
+            return {expr.fill}
+        if isinstance(expr, rasp.ConstantSOp):
+            return {v for v in expr.value if v is not None}
+        if isinstance(expr, rasp.SelectorWidth):
+            return set(range(0, max_seq_len + 1))
+        if isinstance(expr, rasp.Aggregate):
+            sop_values = of(expr.sop)
+            if rasp.is_numerical(expr):
+                return mean_value_set(sop_values, max_seq_len)
+            out = set(sop_values)
+            if expr.default is not None:
+                out.add(expr.default)
+            return out
+        raise NotImplementedError(
+            f"Cannot infer the value set of {expr.label} ({type(expr).__name__})."
+        )
+
+
+def _union(expr: rasp.SOp, parts: Iterable[Set[Any]]) -> Set[Any]:
+    """The union of value sets; numbers from `_linear_value_set` stay a SortedNumbers."""
+    parts = list(parts)
+    if isinstance(expr, rasp.LinearSequenceMap) and all(
+        isinstance(p, SortedNumbers) for p in parts
+    ):
+        return SortedNumbers(_sorted_unique(np.concatenate([p.array for p in parts])))
+    return set().union(*parts)
+
+
 def infer_bases(graph: nx.DiGraph, sink: Node, vocab: Set[rasp.Value], max_seq_len: int) -> None:
     """Annotates every SOp node with VALUE_SET and OUTPUT_BASIS (in place)."""
     del sink  # every node of the graph is annotated
+    inference = ValueSetInference(vocab, max_seq_len)
     for label in nx.topological_sort(graph):
         node = graph.nodes[label]
         expr = node[nodes.EXPR]
         if not isinstance(expr, rasp.SOp):
             continue
-        value_set = _value_set(graph, expr, set(vocab), max_seq_len)
+        value_set = inference.add(expr)
         node[nodes.VALUE_SET] = value_set
         node[nodes.OUTPUT_BASIS] = output_basis(expr, value_set)
-
-
-def value_set_of(
-    expr: rasp.SOp, child_value_sets: Mapping[str, Set[Any]], vocab: Set[Any], max_seq_len: int
-) -> Set[Any]:
-    """The value set `infer_bases` gives `expr`, from its children's value sets (by label).
-
-    Raises:
-      NotImplementedError: as `mean_value_set`, for a numerical Aggregate with
-        too many possible means.
-    """
-    graph = nx.DiGraph()
-    for child in expr.children:
-        if isinstance(child, rasp.SOp):
-            graph.add_node(child.label, **{nodes.VALUE_SET: child_value_sets[child.label]})
-    return _value_set(graph, expr, set(vocab), max_seq_len)
 
 
 def output_basis(expr: rasp.SOp, value_set: Set[Any]) -> list:
     if rasp.is_numerical(expr):
         return [bases.BasisDirection(expr.label)]
     return sorted(bases.BasisDirection(expr.label, v) for v in value_set)
-
-
-def _value_set(graph: nx.DiGraph, expr: rasp.SOp, vocab: Set[Any], max_seq_len: int) -> Set[Any]:
-    def of(child: rasp.RASPExpr) -> Set[Any]:
-        return graph.nodes[child.label][nodes.VALUE_SET]
-
-    if isinstance(expr, rasp.TokensType):
-        return set(vocab)
-    if isinstance(expr, rasp.IndicesType):
-        return set(range(max_seq_len))
-    if isinstance(expr, rasp.LengthType):
-        return set(range(1, max_seq_len + 1))
-    if isinstance(expr, rasp.Map):
-        return _apply_all(expr.f, of(expr.inner))
-    if isinstance(expr, rasp.LinearSequenceMap):
-        return _linear_value_set(expr, of(expr.fst), of(expr.snd))
-    if isinstance(expr, rasp.SequenceMap):
-        return _apply_all(expr.f, of(expr.fst), of(expr.snd))
-    if isinstance(expr, rasp.Full):
-        return {expr.fill}
-    if isinstance(expr, rasp.ConstantSOp):
-        return {v for v in expr.value if v is not None}
-    if isinstance(expr, rasp.SelectorWidth):
-        return set(range(0, max_seq_len + 1))
-    if isinstance(expr, rasp.Aggregate):
-        sop_values = of(expr.sop)
-        if rasp.is_numerical(expr):
-            return mean_value_set(sop_values, max_seq_len)
-        out = set(sop_values)
-        if expr.default is not None:
-            out.add(expr.default)
-        return out
-    raise NotImplementedError(
-        f"Cannot infer the value set of {expr.label} ({type(expr).__name__})."
-    )

@@ -26,8 +26,13 @@ def craft_model_to_transformer(
     """Builds the runnable model: token/position embeddings, unembedding, encoders."""
     if vocab is None:
         vocab = graph.nodes[rasp.tokens.label][nodes.VALUE_SET]
-    tokens_space = bases.VectorSpaceWithBasis.from_values(
-        rasp.tokens.label, set(vocab) | {compiler_bos, compiler_pad}
+    # Sorted, so that token ids (embedding rows) don't follow the hash order of
+    # a set of strings, which changes from one process to the next.
+    tokens_space = bases.VectorSpaceWithBasis(
+        bases.sort_directions(
+            bases.BasisDirection(rasp.tokens.label, v)
+            for v in set(vocab) | {compiler_bos, compiler_pad}
+        )
     )
     indices_space = bases.VectorSpaceWithBasis.from_values(rasp.indices.label, range(max_seq_len))
     sink_expr = sink[nodes.EXPR]

@@ -262,16 +262,14 @@ def static_validate(
                 )
             )
     if not found and vocab is not None and max_seq_len is not None:
-        value_sets: Dict[str, set] = {}
+        inference = basis_inference.ValueSetInference(vocab, max_seq_len)
         for expr in exprs:
             if isinstance(expr, rasp.SOp):
                 try:
-                    value_sets[expr.label] = basis_inference.value_set_of(
-                        expr, value_sets, vocab, max_seq_len
-                    )
+                    inference.add(expr)
                 except NotImplementedError as e:
                     return [TracrUnsupportedExpr(expr, str(e))]
-        found.extend(_value_set_reasons(exprs, value_sets))
+        found.extend(_value_set_reasons(exprs, inference.value_sets))
     return found
 
 
