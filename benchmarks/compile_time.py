@@ -265,6 +265,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         default="",
         help="benchmark the tracr package in this folder (e.g. an older checkout) instead",
     )
+    parser.add_argument("--json", help="also write every row to this JSON file")
+    parser.add_argument(
+        "--plot", help="also draw compile time against max_seq_len to this PNG (matplotlib)"
+    )
     args = parser.parse_args(argv)
 
     from tracr.compiler import library_cases
@@ -304,6 +308,49 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             print(format_row(row, args.first_call), flush=True)
     print()
     print(scaling_summary(rows, lengths))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    if args.plot:
+        plot_scaling(rows, args.plot)
+
+
+def plot_scaling(rows: List[Dict[str, object]], path: str) -> None:
+    """Log-log plot of compile time and of parameters against max_seq_len, per program.
+
+    On log-log axes a cost growing like n^k is a line of slope k, so a program
+    whose compile time grows faster than its model shows a steeper line in
+    the left panel than in the right one.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    fig, (ax_t, ax_p) = plt.subplots(1, 2, figsize=(12, 5))
+    for ax in (ax_t, ax_p):  # 20 colours: one per program
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
+    for case in cases:
+        done = sorted(
+            (r for r in rows if r["case"] == case and "error" not in r), key=lambda r: r["n"]
+        )
+        if not done:
+            continue
+        ns = [r["n"] for r in done]
+        (line,) = ax_t.plot(ns, [r["total"] for r in done], marker="o", ms=3, label=case)
+        ax_p.plot(ns, [r["params"] / 1e6 for r in done], marker="o", ms=3, color=line.get_color())
+    for ax, ylabel in ((ax_t, "compile time (s)"), (ax_p, "parameters (millions)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("max_seq_len")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax_t.legend(fontsize=7, ncol=2)
+    fig.suptitle("compile_rasp_to_model: time and model size against max_seq_len")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -133,27 +133,40 @@ class AssembledTransformerModel:
         Raises:
           ValueError: missing BOS, unknown token or sequence too long.
         """
-        if self.input_encoder is not None:
-            token_ids = self.input_encoder.encode(tokens)
-        else:
-            token_ids = list(tokens)
-        out = self.forward(self.params, jnp.asarray([token_ids], dtype=jnp.int32))
-        transformer_output = out.transformer_output
-        unembedded = out.unembedded_output
-        decoded = np.asarray(unembedded[0]).tolist()
-        if self.output_encoder is not None:
-            decoded = self.output_encoder.decode(decoded)
-        if self.input_encoder is not None and self.input_encoder.bos_token is not None:
-            decoded[0] = self.input_encoder.bos_token
-        return AssembledTransformerModelOutput(
-            decoded=decoded,
-            unembedded=unembedded,
-            layer_outputs=transformer_output.layer_outputs,
-            residuals=transformer_output.residuals,
-            attn_logits=transformer_output.attn_logits,
-            transformer_output=transformer_output.output,
-            input_embeddings=transformer_output.input_embeddings,
-        )
+        return apply_one(self.forward, self.params, self.input_encoder, self.output_encoder, tokens)
+
+
+def apply_one(
+    forward: Callable[[Any, jax.Array], Any],
+    params: Any,
+    input_encoder: Optional[encoder.Encoder],
+    output_encoder: Optional[encoder.Encoder],
+    tokens: List[bases.Value],
+) -> AssembledTransformerModelOutput:
+    """`apply` of any model with this `forward` (assembled or compressed): encode
+    one input, run it, decode the output and put the BOS token first.
+
+    Raises:
+      ValueError: missing BOS, unknown token or sequence too long.
+    """
+    token_ids = input_encoder.encode(tokens) if input_encoder is not None else list(tokens)
+    out = forward(params, jnp.asarray([token_ids], dtype=jnp.int32))
+    transformer_output = out.transformer_output
+    unembedded = out.unembedded_output
+    decoded = np.asarray(unembedded[0]).tolist()
+    if output_encoder is not None:
+        decoded = output_encoder.decode(decoded)
+    if input_encoder is not None and input_encoder.bos_token is not None:
+        decoded[0] = input_encoder.bos_token
+    return AssembledTransformerModelOutput(
+        decoded=decoded,
+        unembedded=unembedded,
+        layer_outputs=transformer_output.layer_outputs,
+        residuals=transformer_output.residuals,
+        attn_logits=transformer_output.attn_logits,
+        transformer_output=transformer_output.output,
+        input_embeddings=transformer_output.input_embeddings,
+    )
 
 
 def param_name(layer: int, sublayer: str, linear: str) -> str:

@@ -196,17 +196,12 @@ def _map_block(
     _check_separable(label, f, in_values, numerical_output=rasp.is_numerical(encoding_of))
     # The numerical MLPs skip inputs where f raises an ArithmeticError themselves;
     # the unwrapped f saves a call per input value (millions for means).
-    if rasp.is_numerical(encoding_of):
-        return numerical_mlp.map_numerical_mlp(
-            f=expr.f,
-            input_space=in_space,
-            output_space=out_space,
-            input_value_set=in_values,
-            one_space=one_space,
-            large_number=large_number,
-            hidden_name=hidden_name,
-        )
-    return numerical_mlp.map_numerical_to_categorical_mlp(
+    build = (
+        numerical_mlp.map_numerical_mlp
+        if rasp.is_numerical(encoding_of)
+        else numerical_mlp.map_numerical_to_categorical_mlp
+    )
+    return build(
         f=expr.f,
         input_space=in_space,
         output_space=out_space,

@@ -337,20 +337,8 @@ class CompressedModel:
         Raises:
           ValueError: missing BOS, unknown token or sequence too long.
         """
-        token_ids = self.model.input_encoder.encode(tokens)
-        out = self.forward(self.params, jnp.asarray([token_ids], dtype=jnp.int32))
-        states = out.transformer_output
-        decoded = np.asarray(out.unembedded_output[0]).tolist()
-        decoded = self.model.output_encoder.decode(decoded)
-        decoded[0] = self.model.input_encoder.bos_token
-        return assemble.AssembledTransformerModelOutput(
-            decoded=decoded,
-            unembedded=out.unembedded_output,
-            layer_outputs=states.layer_outputs,
-            residuals=states.residuals,
-            attn_logits=states.attn_logits,
-            transformer_output=states.output,
-            input_embeddings=states.input_embeddings,
+        return assemble.apply_one(
+            self.forward, self.params, self.model.input_encoder, self.model.output_encoder, tokens
         )
 
 

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tracr.transformer import attention, model
+from tracr.transformer import model
 
 W_EMB = "w_emb"  # parameter name of the compression matrix inside the module
 
@@ -100,57 +100,14 @@ class CompressedTransformer(hk.Module):
         read, write = _residual_maps(model_size, embedding_size)
         record = read if unembed_at_every_layer else (lambda x: x)
 
-        attn_mask = model.attention_mask(mask, config.causal)
-        initializer = hk.initializers.VarianceScaling(2 / config.num_layers)
-        dropout_rate = config.dropout_rate if use_dropout else 0.0
-
-        def layer_norm(x: jax.Array) -> jax.Array:
-            # Applied to the decompressed read, so its scale/offset have shape
-            # [D] as in model.Transformer and w_emb = identity matches it.
-            if config.layer_norm:
-                return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)(x)
-            return x
-
-        def dropout(x: jax.Array) -> jax.Array:
-            if dropout_rate > 0:
-                return hk.dropout(hk.next_rng_key(), dropout_rate, x)
-            return x
-
-        residual = write(embeddings)  # [B, T, d]
-        layer_outputs, residuals, attn_logits = [], [], []
-        for layer in range(config.num_layers):
-            with hk.experimental.name_scope(f"layer_{layer}"):
-                attn_in = layer_norm(read(residual))  # [B, T, D]
-                attn_out = attention.MultiHeadAttention(
-                    num_heads=config.num_heads,
-                    key_size=config.key_size,
-                    model_size=model_size,
-                    w_init=initializer,
-                    name="attn",
-                )(attn_in, attn_in, attn_in, mask=attn_mask)
-                out = write(dropout(attn_out.out))  # [B, T, d]
-                residual = residual + out
-                layer_outputs.append(record(out))
-                residuals.append(record(residual))
-                attn_logits.append(attn_out.logits)
-
-                with hk.experimental.name_scope("mlp"):
-                    hidden = hk.Linear(config.mlp_hidden_size, w_init=initializer, name="linear_1")(
-                        layer_norm(read(residual))
-                    )
-                    hidden = config.activation_function(hidden)
-                    out = hk.Linear(model_size, w_init=initializer, name="linear_2")(hidden)
-                out = write(dropout(out))
-                residual = residual + out
-                layer_outputs.append(record(out))
-                residuals.append(record(residual))
-
-        return model.TransformerOutput(
-            layer_outputs=layer_outputs,
-            residuals=residuals,
-            attn_logits=attn_logits,
-            output=layer_norm(read(residual)),
-            input_embeddings=embeddings,
+        return model.residual_stack(
+            config,
+            embeddings,
+            mask,
+            use_dropout=use_dropout,
+            read=read,
+            write=write,
+            record=record,
         )
 
 

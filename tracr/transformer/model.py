@@ -73,56 +73,83 @@ class Transformer(hk.Module):
         *,
         use_dropout: bool = True,
     ) -> TransformerOutput:
-        config = self.config
-        model_size = embeddings.shape[-1]
-        attn_mask = attention_mask(mask, config.causal)
-        initializer = hk.initializers.VarianceScaling(2 / config.num_layers)
-        dropout_rate = config.dropout_rate if use_dropout else 0.0
+        return residual_stack(self.config, embeddings, mask, use_dropout=use_dropout)
 
-        def layer_norm(x: jax.Array) -> jax.Array:
-            if config.layer_norm:
-                return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)(x)
-            return x
 
-        residual = embeddings
-        layer_outputs, residuals, attn_logits = [], [], []
-        for layer in range(config.num_layers):
-            with hk.experimental.name_scope(f"layer_{layer}"):
-                attn_in = layer_norm(residual)
-                attn_out = attention.MultiHeadAttention(
-                    num_heads=config.num_heads,
-                    key_size=config.key_size,
-                    model_size=model_size,
-                    w_init=initializer,
-                    name="attn",
-                )(attn_in, attn_in, attn_in, mask=attn_mask)
-                out = attn_out.out
-                if dropout_rate > 0:
-                    out = hk.dropout(hk.next_rng_key(), dropout_rate, out)
-                residual = residual + out
-                layer_outputs.append(out)
-                residuals.append(residual)
-                attn_logits.append(attn_out.logits)
+def _identity(x: jax.Array) -> jax.Array:
+    return x
 
-                with hk.experimental.name_scope("mlp"):
-                    hidden = hk.Linear(config.mlp_hidden_size, w_init=initializer, name="linear_1")(
-                        layer_norm(residual)
-                    )
-                    hidden = config.activation_function(hidden)
-                    out = hk.Linear(model_size, w_init=initializer, name="linear_2")(hidden)
-                if dropout_rate > 0:
-                    out = hk.dropout(hk.next_rng_key(), dropout_rate, out)
-                residual = residual + out
-                layer_outputs.append(out)
-                residuals.append(residual)
 
-        return TransformerOutput(
-            layer_outputs=layer_outputs,
-            residuals=residuals,
-            attn_logits=attn_logits,
-            output=layer_norm(residual),
-            input_embeddings=embeddings,
-        )
+def residual_stack(
+    config: TransformerConfig,
+    embeddings: jax.Array,  # [B, T, D]
+    mask: jax.Array,  # [B, T]
+    *,
+    use_dropout: bool,
+    read: Callable[[jax.Array], jax.Array] = _identity,
+    write: Callable[[jax.Array], jax.Array] = _identity,
+    record: Callable[[jax.Array], jax.Array] = _identity,
+) -> TransformerOutput:
+    """The layers of `Transformer`, called inside a Haiku module named `transformer`.
+
+    The residual stream is stored as `write(x)` and read back as `read(r)`
+    (both the identity here; `compressed_model.CompressedTransformer` passes
+    its compression matrix), and recorded states as `record(r)`. Parameters
+    are `layer_i/attn/{query,key,value,linear}` and `layer_i/mlp/{linear_1,linear_2}`.
+    """
+    model_size = embeddings.shape[-1]
+    attn_mask = attention_mask(mask, config.causal)
+    initializer = hk.initializers.VarianceScaling(2 / config.num_layers)
+    dropout_rate = config.dropout_rate if use_dropout else 0.0
+
+    def layer_norm(x: jax.Array) -> jax.Array:
+        # Applied to what a sublayer reads (decompressed), so its scale and
+        # offset are [D] whatever the stream's width.
+        if config.layer_norm:
+            return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)(x)
+        return x
+
+    def dropout(x: jax.Array) -> jax.Array:
+        if dropout_rate > 0:
+            return hk.dropout(hk.next_rng_key(), dropout_rate, x)
+        return x
+
+    residual = write(embeddings)
+    layer_outputs, residuals, attn_logits = [], [], []
+    for layer in range(config.num_layers):
+        with hk.experimental.name_scope(f"layer_{layer}"):
+            attn_in = layer_norm(read(residual))  # [B, T, D]
+            attn_out = attention.MultiHeadAttention(
+                num_heads=config.num_heads,
+                key_size=config.key_size,
+                model_size=model_size,
+                w_init=initializer,
+                name="attn",
+            )(attn_in, attn_in, attn_in, mask=attn_mask)
+            out = write(dropout(attn_out.out))
+            residual = residual + out
+            layer_outputs.append(record(out))
+            residuals.append(record(residual))
+            attn_logits.append(attn_out.logits)
+
+            with hk.experimental.name_scope("mlp"):
+                hidden = hk.Linear(config.mlp_hidden_size, w_init=initializer, name="linear_1")(
+                    layer_norm(read(residual))
+                )
+                hidden = config.activation_function(hidden)
+                out = hk.Linear(model_size, w_init=initializer, name="linear_2")(hidden)
+            out = write(dropout(out))
+            residual = residual + out
+            layer_outputs.append(record(out))
+            residuals.append(record(residual))
+
+    return TransformerOutput(
+        layer_outputs=layer_outputs,
+        residuals=residuals,
+        attn_logits=attn_logits,
+        output=layer_norm(read(residual)),
+        input_embeddings=embeddings,
+    )
 
 
 @chex.dataclass
