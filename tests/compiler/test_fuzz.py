@@ -107,6 +107,8 @@ def test_generator_covers_the_language():
     } | {f"Comparison.{c.name}" for c in rasp.Comparison}
     assert expected <= set(kinds), expected - set(kinds)
     assert {case.depth for case in cases} == set(range(1, 7))
+    # Twin means: two Aggregates over equal, separate Selects (joint value sets).
+    assert any("a separate Select" in case.source for case in cases)
     assert {case.causal for case in cases} == {False, True}
     assert {case.max_seq_len for case in cases} == set(generator.CI_CONFIG.max_seq_lens)
 

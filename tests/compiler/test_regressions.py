@@ -220,3 +220,17 @@ def test_full_and_constant_sop_at_bos():
 def test_selector_width_never_counts_bos(comparison):
     width = num(rasp.SelectorWidth(rasp.Select(indices, tokens, comparison)))
     _assert_exact(width, {0, 1}, 4, causal=True)
+
+
+# ------------------------------------------- an output that never has a value
+# A categorical output whose every value is None had no output dimension: the
+# model compiled, and decoding it raised "argmax of an empty sequence".
+
+
+def test_output_that_is_always_none_is_rejected():
+    even = rasp.Map(lambda x: x % 2 == 0, tokens)
+    program = rasp.Map(lambda x: None, even)
+    _assert_rejected(program, {0, 1}, 3, program, "never has a value")
+    # Inside a program it is fine: only the output is decoded (a width of 0).
+    never = rasp.Map(lambda x: None, even)
+    _assert_exact(rasp.SelectorWidth(rasp.Select(never, tokens, C.EQ)), {0, 1}, 3)

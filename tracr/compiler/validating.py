@@ -566,6 +566,17 @@ def _value_set_reasons(
                         f"Select(k, q, Comparison.NEQ) rather than ~Select(k, q, Comparison.EQ).",
                     )
                 )
+    output = exprs[-1] if exprs else None  # the program: children come first
+    if isinstance(output, rasp.SOp) and rasp.is_categorical(output):
+        if not value_sets.get(output.label):
+            found.append(
+                TracrUnsupportedExpr(
+                    output,
+                    f"The program's output {output.label} never has a value (it is None on "
+                    f"every input: its value set is empty), so a compiled model would have no "
+                    f"output dimension to decode. Make it return a value for some input.",
+                )
+            )
     return found
 
 

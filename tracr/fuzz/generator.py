@@ -353,8 +353,16 @@ def _predicate(rng: random.Random, keys: _Node, queries: _Node) -> Any:
 class _Builder:
     """Grows a pool of typed SOps until one reaches the target depth."""
 
-    def __init__(self, rng: random.Random, config: GeneratorConfig, vocab, max_seq_len: int):
+    def __init__(
+        self,
+        rng: random.Random,
+        config: GeneratorConfig,
+        vocab,
+        max_seq_len: int,
+        target_depth: Optional[int] = None,
+    ):
         self.rng = rng
+        self.target_depth = config.max_depth if target_depth is None else target_depth
         self.config = config
         self.max_seq_len = max_seq_len
         self.pool: List[_Node] = [
@@ -476,6 +484,7 @@ class _Builder:
             "aggregate_categorical": 5,
             "aggregate_numerical": 8,
             "aggregate_numerical_any": 2,
+            "twin_means": 3,
             "selector_width": 8,
             "full": 2,
             "constant_sop": 0.7,
@@ -599,6 +608,49 @@ class _Builder:
             f"numerical(Aggregate({sel_text}, {node.sop.label}, default={default}))",
         )
 
+    def _op_twin_means(self) -> bool:
+        """Two numerical means over equal but separate selectors, combined linearly.
+
+        As in a bracket balance, basis inference pairs the two means' values
+        only at equal selector widths (`basis_inference.ValueSetInference`);
+        such programs check that the model agrees with the evaluator where the
+        compiler relies on that. Sometimes a comparison reads the result.
+        """
+        base = self._select()
+        a, b = self._numerical(binary=True), self._numerical()
+        if base is None or a is None or b is None:
+            return False
+        select, sel_text = base
+        twin = rasp.Select(select.keys, select.queries, select.predicate)
+        fac1, fac2 = self.rng.choice([(1, -1), (1, 1), (2, -1), (0.5, 0.5)])
+        means = [
+            rasp.numerical(rasp.Aggregate(sel, node.sop, default=0))
+            for sel, node in ((select, a), (twin, b))
+        ]
+        combined = rasp.numerical(rasp.LinearSequenceMap(*means, fac1, fac2))
+        if _depth(combined) > self.target_depth:  # three operations at once: don't overshoot
+            return False
+        inference = basis_inference.ValueSetInference(set(), self.max_seq_len)
+        inference.value_sets.update({a.sop.label: set(a.values), b.sop.label: set(b.values)})
+        texts = [
+            f"numerical(Aggregate({sel_text}, {a.sop.label}, default=0))",
+            f"numerical(Aggregate({sel_text}, {b.sop.label}, default=0))  # a separate Select",
+            f"numerical(LinearSequenceMap({means[0].label}, {means[1].label}, {fac1}, {fac2}))",
+        ]
+        for sop, text in zip((*means, combined), texts):
+            try:
+                values = frozenset(inference.add(sop))
+            except NotImplementedError:
+                return False
+            if not self._add(sop, values, text):
+                return False
+        if self.rng.random() < 0.5 and _depth(combined) < self.target_depth:
+            t = self.rng.choice([0, 0, 0.5])
+            f = _Fn(lambda x, t=t: x < t, f"x < {t!r}")
+            sop = rasp.Map(f, combined, simplify=False)
+            return self._add(sop, _apply_all(f, values), f"Map({f}, {combined.label})")
+        return True
+
     def _op_aggregate_numerical_any(self) -> bool:
         return self._op_aggregate_numerical(binary=None)
 
@@ -689,7 +741,7 @@ def generate(seed: int, config: GeneratorConfig = GeneratorConfig()) -> FuzzCase
     max_seq_len = rng.choice(config.max_seq_lens)
     causal = rng.random() < config.causal_probability
     target = rng.randint(config.min_depth, config.max_depth)
-    builder = _Builder(rng, config, vocab, max_seq_len)
+    builder = _Builder(rng, config, vocab, max_seq_len, target)
     for _ in range(60 * target):
         if max(n.depth for n in builder.pool) >= target:
             break
