@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from tracr.compiler import basis_inference, lib, validating
+from tracr.compiler import basis_inference, compiling, equivalence, lib, validating
 from tracr.rasp import rasp
 
 _RNG = random.Random(0)
@@ -121,3 +121,19 @@ def test_same_predicate_object_is_joint_through_maps_and_sequence_maps():
     assert set(_inferred(total, vocab, 6)[total.label]) == set(range(7))
     # (2 a - b) / w only: 2 * 1/5 - 1/6 = 7/30 pairs two different widths.
     assert 2 * (1 / 5) - 1 / 6 not in set(_inferred(diff, vocab, 6)[diff.label])
+
+
+def test_sequence_map_of_one_sop_with_itself_takes_diagonal_values():
+    square = rasp.tokens * rasp.tokens  # SequenceMap(x * y, tokens, tokens)
+    vocab = {1, 2, 3}
+    assert set(_inferred(square, vocab, 4)[square.label]) == {1, 4, 9}  # not 2, 3, 6
+    model = compiling.compile_rasp_to_model(square, vocab, 4)
+    own = [label for label in model.residual_labels if label.startswith(f"{square.label}:")]
+    assert own == [f"{square.label}:{v}" for v in (1, 4, 9)]
+    inputs = list(equivalence.all_inputs(vocab, 4))
+    assert not equivalence.find_mismatches(model, square, inputs)
+    # Through a shared selector too: a mean times itself.
+    mean = _frac(_bools("("))
+    squared_mean = rasp.numerical(rasp.SequenceMap(lambda x, y: x * y, mean, mean))
+    inferred = _inferred(squared_mean, {"(", ")"}, 5)
+    assert set(inferred[squared_mean.label]) == {m * m for m in inferred[mean.label]}

@@ -294,7 +294,14 @@ class ValueSetInference:
             return _ByWidth(
                 inner.selector, {w: _apply_all(expr.f, v) for w, v in inner.values.items()}
             )
-        if isinstance(expr, rasp.SequenceMap) and expr.fst.label != expr.snd.label:
+        if isinstance(expr, rasp.SequenceMap) and expr.fst.label == expr.snd.label:
+            inner = self._by_width.get(expr.fst.label)
+            if inner is None:
+                return None
+            return _ByWidth(
+                inner.selector, {w: _diagonal(expr, v) for w, v in inner.values.items()}
+            )
+        if isinstance(expr, rasp.SequenceMap):
             fst, snd = self._by_width.get(expr.fst.label), self._by_width.get(expr.snd.label)
             if fst is None or snd is None or fst.selector != snd.selector:
                 return None
@@ -324,6 +331,8 @@ class ValueSetInference:
             return set(range(1, max_seq_len + 1))
         if isinstance(expr, rasp.Map):
             return _apply_all(expr.f, of(expr.inner))
+        if isinstance(expr, rasp.SequenceMap) and expr.fst.label == expr.snd.label:
+            return _diagonal(expr, of(expr.fst))
         if isinstance(expr, rasp.LinearSequenceMap):
             return _linear_value_set(expr, of(expr.fst), of(expr.snd))
         if isinstance(expr, rasp.SequenceMap):
@@ -345,6 +354,15 @@ class ValueSetInference:
         raise NotImplementedError(
             f"Cannot infer the value set of {expr.label} ({type(expr).__name__})."
         )
+
+
+def _diagonal(expr: rasp.SequenceMap, values: Set[Any]) -> Set[Any]:
+    """{f(x, x)}: a SequenceMap of one SOp with itself sees the same value twice.
+
+    (The compiler builds it as a Map of f(x, x), see expr_to_craft_graph.)
+    """
+    f = expr.f
+    return _apply_all(lambda x: f(x, x), values)
 
 
 def _union(expr: rasp.SOp, parts: Iterable[Set[Any]]) -> Set[Any]:
