@@ -5,7 +5,16 @@ import random
 
 import pytest
 
-from tracr.compiler import basis_inference, compiling, equivalence, lib, validating
+from tracr.compiler import (
+    basis_inference,
+    combined_selectors,
+    compiling,
+    equivalence,
+    lib,
+    nodes,
+    rasp_to_graph,
+    validating,
+)
 from tracr.rasp import rasp
 
 _RNG = random.Random(0)
@@ -137,3 +146,24 @@ def test_sequence_map_of_one_sop_with_itself_takes_diagonal_values():
     squared_mean = rasp.numerical(rasp.SequenceMap(lambda x, y: x * y, mean, mean))
     inferred = _inferred(squared_mean, {"(", ")"}, 5)
     assert set(inferred[squared_mean.label]) == {m * m for m in inferred[mean.label]}
+
+
+def test_means_of_huge_integers_are_refused():
+    with pytest.raises(NotImplementedError, match="2\\*\\*52"):
+        basis_inference.means_by_width({1, 2**53 + 4}, 3)
+
+
+def test_lowered_equal_selectors_stay_joint():
+    """Two separate SelectorNot of one Select: equal after lowering too."""
+    sel = rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.GT)
+    opens = rasp.numerical(rasp.Aggregate(rasp.SelectorNot(sel), _bools("("), default=0))
+    closes = rasp.numerical(rasp.Aggregate(rasp.SelectorNot(sel), _bools(")"), default=0))
+    diff = rasp.numerical(rasp.LinearSequenceMap(opens, closes, 1, -1))
+    vocab, n = {"(", ")"}, 8
+    lowered = combined_selectors.lower_combined_selectors(diff)
+    extracted = rasp_to_graph.extract_rasp_graph(lowered)
+    basis_inference.infer_bases(extracted.graph, extracted.sink, vocab, n)
+    compiled_set = extracted.graph.nodes[diff.label][nodes.VALUE_SET]
+    assert set(compiled_set) == set(_inferred(diff, vocab, n)[diff.label])
+    assert len(compiled_set) < len(_inferred(opens, vocab, n)[opens.label]) ** 2 / 2
+    assert _observed(diff, vocab, n) <= set(compiled_set)

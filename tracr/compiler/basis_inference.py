@@ -167,6 +167,12 @@ def means_by_width(values: Set[float], max_seq_len: int) -> Dict[int, Set[float]
     Raises:
       NotImplementedError: the union would exceed MAX_NUMERICAL_VALUE_SET values.
     """
+    big = [v for v in values if isinstance(v, int) and abs(v) >= _EXACT_INT]
+    if big:
+        raise NotImplementedError(
+            f"A numerical Aggregate over values such as {big[0]!r}: integers of magnitude 2**52 "
+            f"or more are summed exactly by RASP but not by a float model. Scale them down."
+        )
     values = {float(v) for v in values}
     by_width: Dict[int, Set[float]] = {0: {0}}
     means = {0}
@@ -228,8 +234,11 @@ def _selector_key(selector: rasp.Selector) -> Optional[Hashable]:
     """What decides which positions `selector` selects, or None if unknown.
 
     Two selectors with the same key select the same positions on every input,
-    whatever their labels: the same keys and queries SOps (by label) and the
-    same predicate object, combined the same way.
+    whatever their labels: the same keys and queries SOps (by label) and equal
+    predicates, combined the same way. This assumes, as the whole compiler
+    does, that predicates are pure functions and that equal predicates (the
+    same object, the same `Comparison`, or lowered predicates built from equal
+    parts) select the same pairs.
     """
     if isinstance(selector, rasp.Select):
         key: Hashable = ("select", selector.keys.label, selector.queries.label, selector.predicate)

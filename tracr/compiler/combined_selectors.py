@@ -11,6 +11,7 @@ they are (the same objects).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Dict, Tuple
 
 from tracr.rasp import rasp
@@ -28,26 +29,47 @@ def _zip(fst: rasp.SOp, snd: rasp.SOp, label: str) -> rasp.SOp:
     return rasp.categorical(rasp.SequenceMap(_pair, fst, snd)).named(label)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Negated:
+    """not pred(key, query); equal for equal parts, so that basis inference sees
+    two lowerings of equal selectors as one selector (joint value sets)."""
+
+    pred: Predicate
+
+    def __call__(self, k: rasp.Value, q: rasp.Value) -> bool:
+        return not self.pred(k, q)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Combined:
+    """all/any of two predicates, each reading its half of a zipped key/query."""
+
+    combine: Callable[[Tuple[bool, bool]], bool]  # all or any
+    fst: Predicate
+    snd: Predicate
+    zipped_keys: bool
+    zipped_queries: bool
+
+    def __call__(self, k: Any, q: Any) -> bool:
+        ka, kb = k if self.zipped_keys else (k, k)
+        qa, qb = q if self.zipped_queries else (q, q)
+        return self.combine((self.fst(ka, qa), self.snd(kb, qb)))
+
+
 def _lower(selector: rasp.Selector, memo: Dict[Any, Any]) -> Tuple[rasp.SOp, rasp.SOp, Predicate]:
     """(keys, queries, predicate(key, query)) equivalent to the selector."""
     if isinstance(selector, rasp.Select):
         return rebuild(selector.keys, memo), rebuild(selector.queries, memo), selector.predicate
     if isinstance(selector, rasp.SelectorNot):
         keys, queries, pred = _lower(selector.inner, memo)
-        return keys, queries, lambda k, q: not pred(k, q)
+        return keys, queries, _Negated(pred)
     if isinstance(selector, (rasp.SelectorAnd, rasp.SelectorOr)):
         k1, q1, p1 = _lower(selector.fst, memo)
         k2, q2, p2 = _lower(selector.snd, memo)
         combine = all if isinstance(selector, rasp.SelectorAnd) else any
         keys = _zip(k1, k2, f"{selector.label}_keys")
         queries = _zip(q1, q2, f"{selector.label}_queries")
-        zipped_keys, zipped_queries = keys is not k1, queries is not q1
-
-        def pred(k, q):
-            ka, kb = k if zipped_keys else (k, k)
-            qa, qb = q if zipped_queries else (q, q)
-            return combine((p1(ka, qa), p2(kb, qb)))
-
+        pred = _Combined(combine, p1, p2, keys is not k1, queries is not q1)
         return keys, queries, pred
     raise NotImplementedError(
         f"{selector.label}: {type(selector).__name__} cannot be compiled into an attention pattern."

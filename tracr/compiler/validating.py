@@ -572,9 +572,10 @@ def _value_set_reasons(
             found.append(
                 TracrUnsupportedExpr(
                     output,
-                    f"The program's output {output.label} never has a value (it is None on "
-                    f"every input: its value set is empty), so a compiled model would have no "
-                    f"output dimension to decode. Make it return a value for some input.",
+                    f"The program's output {output.label} never has a value (its value set is "
+                    f"empty: its function gives None, or raises, on every input), so a compiled "
+                    f"model would have no output dimension to decode. Make it return a value "
+                    f"for some input.",
                 )
             )
     return found

@@ -644,11 +644,12 @@ class _Builder:
                 return False
             if not self._add(sop, values, text):
                 return False
+        combined_values = values
         if self.rng.random() < 0.5 and _depth(combined) < self.target_depth:
             t = self.rng.choice([0, 0, 0.5])
             f = _Fn(lambda x, t=t: x < t, f"x < {t!r}")
             sop = rasp.Map(f, combined, simplify=False)
-            return self._add(sop, _apply_all(f, values), f"Map({f}, {combined.label})")
+            return self._add(sop, _apply_all(f, combined_values), f"Map({f}, {combined.label})")
         return True
 
     def _op_aggregate_numerical_any(self) -> bool:
