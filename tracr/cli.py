@@ -54,6 +54,10 @@ class UsageError(Exception):
     """A mistake in the command line: printed as one line, exit status 2."""
 
 
+class ModelMismatchError(Exception):
+    """A compiled model that disagrees with the RASP evaluator: one line, exit status 1."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block) and exit status 2."""
 
@@ -466,7 +470,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
             f"PROGRAM {args.program!r} must be lib:NAME or path/to/file.py:NAME, "
             "e.g. lib:make_sort_unique."
         )
-    model, _, description = _compile(args)
+    model, program, description = _compile(args)
+    print(f"compiled {description}: {_describe_model(model)}")
+    if args.check:
+        _check_against_evaluator(model, program, args)
     metadata = {
         "program": description,
         "vocab": args.vocab,
@@ -474,9 +481,39 @@ def cmd_compile(args: argparse.Namespace) -> int:
         "causal": str(bool(args.causal)),
     }
     saving.save_model(model, args.output, metadata=metadata)
-    print(f"compiled {description}: {_describe_model(model)}")
     print(f"saved to {args.output}")
     return 0
+
+
+def _check_against_evaluator(model: Any, program: Any, args: argparse.Namespace) -> None:
+    """Compares the compiled model with the RASP evaluator before it is saved.
+
+    Every input up to --max-seq-len when there are at most --check-inputs of
+    them, else a seeded sample of 200 (half of them of full length).
+
+    Raises:
+      ModelMismatchError: the model decodes a different value somewhere.
+    """
+    from tracr.compiler import certificate
+
+    cert = certificate.certify(
+        model,
+        program,
+        causal=args.causal,
+        max_exhaustive=args.check_inputs,
+        intermediates=False,
+    )
+    which = f"all {cert.num_inputs}" if cert.exhaustive else f"a sample of {cert.num_inputs}"
+    if not cert.exact:
+        raise ModelMismatchError(
+            f"the compiled model disagrees with the RASP evaluator on {which} inputs "
+            f"({cert.output.describe()}); nothing was saved. This is a compiler bug: please "
+            f"report it with the command line."
+        )
+    skipped = f", {cert.skipped_inputs} outside the program's domain skipped" * bool(
+        cert.skipped_inputs
+    )
+    print(f"checked against the RASP evaluator on {which} inputs{skipped}: every output agrees")
 
 
 def _format_value(value: Any) -> Any:
@@ -671,6 +708,19 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("program", metavar="PROGRAM", help="lib:NAME or path/to/file.py:NAME")
     _add_program_options(p, required=True)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write")
+    p.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="skip comparing the model with the RASP evaluator before saving it",
+    )
+    p.add_argument(
+        "--check-inputs",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="check every input when there are at most N, else a sample of 200 (20000)",
+    )
     p.set_defaults(func=cmd_compile)
 
     model_help = "a directory written by `tracr compile`, or a PROGRAM (with --vocab ...)"
@@ -768,6 +818,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     caught = (UsageError,) if args.command == "bench" else _USER_ERRORS
     try:
         return args.func(args)
+    except ModelMismatchError as e:
+        print(f"tracr {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
     except caught as e:
         if os.environ.get("TRACR_DEBUG"):
             raise

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from tracr import cli
+from tracr.rasp import rasp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -45,9 +46,45 @@ def sort_dir(tmp_path_factory):
     assert out.splitlines() == [
         "compiled lib:make_sort_unique(vals=tokens, keys=tokens): 2 layers, 1 heads, "
         "d_model 24, mlp 11, 2,674 parameters",
+        "checked against the RASP evaluator on all 3905 inputs: every output agrees",
         f"saved to {directory}",
     ]
     return directory
+
+
+def test_compile_checks_against_the_evaluator_unless_told_not_to(tmp_path):
+    args = ["lib:make_length", "--vocab", "a,b", "--max-seq-len", "3"]
+    code, out, err = tracr("compile", *args, "-o", str(tmp_path / "checked"))
+    assert code == 0, err
+    assert "checked against the RASP evaluator on all 14 inputs: every output agrees" in out
+    code, out, err = tracr("compile", *args, "--no-check", "-o", str(tmp_path / "unchecked"))
+    assert code == 0, err
+    assert "checked against" not in out and (tmp_path / "unchecked").is_dir()
+    code, out, err = tracr(
+        "compile", *args, "--check-inputs", "5", "-o", str(tmp_path / "sampled")
+    )  # fmt: skip
+    assert code == 0, err
+    assert "checked against the RASP evaluator on a sample of 200 inputs" in out
+
+
+def test_a_model_that_disagrees_is_not_saved(tmp_path, monkeypatch, capsys):
+    """A compiler bug, simulated: the check must refuse to save the model."""
+    from tracr.compiler import compiling
+
+    real = compiling.compile_rasp_to_model
+
+    def wrong_program_compiled(program, **kwargs):  # length is always 1
+        return real(rasp.Map(lambda x: 1, rasp.tokens).named(program.label), **kwargs)
+
+    monkeypatch.setattr(compiling, "compile_rasp_to_model", wrong_program_compiled)
+    target = tmp_path / "model"
+    code = cli.main(
+        ["compile", "lib:make_length", "--vocab", "a,b", "--max-seq-len", "2", "-o", str(target)]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "disagrees with the RASP evaluator on all 6 inputs" in err
+    assert "nothing was saved" in err and not target.exists()
 
 
 def test_demo_prints_model_and_evaluator_output():
