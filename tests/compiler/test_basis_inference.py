@@ -15,7 +15,7 @@ from tracr.compiler import (
     rasp_to_graph,
     validating,
 )
-from tracr.rasp import rasp
+from tracr.rasp import causal_eval, rasp
 
 _RNG = random.Random(0)
 VALUE_SETS = {
@@ -167,3 +167,35 @@ def test_lowered_equal_selectors_stay_joint():
     assert set(compiled_set) == set(_inferred(diff, vocab, n)[diff.label])
     assert len(compiled_set) < len(_inferred(opens, vocab, n)[opens.label]) ** 2 / 2
     assert _observed(diff, vocab, n) <= set(compiled_set)
+
+
+def _observed_causal(program, vocab, max_seq_len):
+    seen = set()
+    for length in range(1, max_seq_len + 1):
+        for xs in itertools.product(sorted(vocab), repeat=length):
+            seen.update(v for v in causal_eval.evaluate(program, list(xs)) if v is not None)
+    return seen
+
+
+def test_values_split_by_position_are_sound_and_tight():
+    vocab, n = {"a", "b"}, 5
+    length = lib.make_length()
+    opp = (length - rasp.indices).named("opp")  # 1..n, not -3..5
+    mod = rasp.SequenceMap(lambda m, i: (m - i) % 3, rasp.Map(lambda m: m, length), rasp.indices)
+    linear = rasp.numerical(rasp.LinearSequenceMap(length, rasp.indices, 1, -2))
+    for program in (opp, mod, linear, lib.make_reverse(rasp.tokens)):
+        inferred = set(_inferred(program, vocab, n)[program.label])
+        assert _observed(program, vocab, n) <= inferred, program.label
+        assert _observed_causal(program, vocab, n) <= inferred, program.label
+    assert set(_inferred(opp, vocab, n)[opp.label]) == set(range(1, n + 1))
+    assert set(_inferred(length, vocab, n)[length.label]) == set(range(1, n + 1))
+
+
+def test_a_width_that_can_skip_positions_is_not_the_length():
+    shifted = lib.shift_by(1, rasp.tokens)  # None at position 0: never selected
+    width = rasp.SelectorWidth(rasp.Select(shifted, rasp.tokens, rasp.Comparison.TRUE))
+    diff = width - rasp.indices
+    vocab, n = {"a", "b"}, 4
+    inferred = set(_inferred(diff, vocab, n)[diff.label])
+    assert _observed(diff, vocab, n) <= inferred
+    assert 0 in _observed(diff, vocab, n)  # width n - 1 at the last position

@@ -132,12 +132,17 @@ def test_lean_model_drops_zero_sublayers_heads_and_directions():
         for s in weights.sublayers
     ]
     # Each head at its own width, each MLP at its own live hidden units.
-    assert widths == [((4,), (1,)), 20, 55, 10, ((11,), (3,))]
+    assert widths == [((4,), (1,)), 19, 55, 10, ((11,), (3,))]
     # Factors that only select run as gathers: all of the last head's Q, K, V.
     last = weights.sublayers[-1]
     assert last.w_qkv is None and last.gathered.width == 11 + 11 + 3
-    assert config.key_size == 11 and config.mlp_hidden_size == 110
-    assert weights.residual_width < len(model.residual_labels)
+    assert config.key_size == 11 and config.mlp_hidden_size == 100
+    # Residual directions nothing reads are dropped; reverse has none (basis
+    # inference gives it only values that occur), nary_sequencemap has some.
+    assert weights.residual_width == len(model.residual_labels)
+    nary = CASES_BY_NAME["nary_sequencemap"]
+    nary_model = _compile(nary.program(10), nary.vocab, max_seq_len=10)
+    assert nary_model.lean_weights().residual_width < len(nary_model.residual_labels)
 
 
 def test_lean_path_handles_padding_like_the_haiku_model():

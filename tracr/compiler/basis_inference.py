@@ -270,6 +270,7 @@ class ValueSetInference:
         self.max_seq_len = max_seq_len
         self.value_sets: Dict[str, Set[Any]] = {}
         self._by_width: Dict[str, _ByWidth] = {}
+        self._by_position: Dict[str, Dict[int, Set[Any]]] = {}
 
     def add(self, expr: rasp.SOp) -> Set[Any]:
         """Infers, records and returns the value set of `expr`.
@@ -279,13 +280,53 @@ class ValueSetInference:
             with too many possible means, or for an unknown kind of SOp.
         """
         by_width = self._joint(expr)
+        by_position = self._positional(expr)
         if by_width is not None:
             self._by_width[expr.label] = by_width
             value_set = _union(expr, by_width.values.values())
+            if by_position is not None and not isinstance(value_set, SortedNumbers):
+                value_set = value_set & _union(expr, by_position.values())
+        elif by_position is not None:
+            value_set = _union(expr, by_position.values())
         else:
             value_set = self._value_set(expr)
+        if by_position is not None:
+            self._by_position[expr.label] = by_position
         self.value_sets[expr.label] = value_set
         return value_set
+
+    def _positional(self, expr: rasp.SOp) -> Optional[Dict[int, Set[Any]]]:
+        """`expr`'s values at each position i (0-based), where that is known.
+
+        indices is i at position i, and the length (the width of a Select of
+        tokens or indices with Comparison.TRUE, which are never None) is at
+        least i + 1 there, causal or not. Maps and SequenceMaps of such SOps
+        keep the split, so make_reverse's `length - indices - 1` takes the
+        values 0..n-1 rather than every difference, -n..n.
+        """
+        n = self.max_seq_len
+        if isinstance(expr, rasp.IndicesType):
+            return {i: {i} for i in range(n)}
+        if isinstance(expr, rasp.SelectorWidth) and _counts_every_position(expr.selector):
+            return {i: set(range(i + 1, n + 1)) for i in range(n)}
+        if isinstance(expr, rasp.Map) and expr.inner.label in self._by_position:
+            inner = self._by_position[expr.inner.label]
+            return {i: _apply_all(expr.f, v) for i, v in inner.items()}
+        if isinstance(expr, rasp.SequenceMap):
+            fst = self._by_position.get(expr.fst.label)
+            snd = self._by_position.get(expr.snd.label)
+            if fst is None or snd is None:
+                return None
+            if expr.fst.label == expr.snd.label:
+                return {i: _diagonal(expr, v) for i, v in fst.items()}
+            if isinstance(expr, rasp.LinearSequenceMap):
+                combine: Callable[[Set[Any], Set[Any]], Set[Any]] = functools.partial(
+                    _linear_value_set, expr
+                )
+            else:
+                combine = functools.partial(_apply_all, expr.f)
+            return {i: combine(fst[i], snd[i]) for i in fst}
+        return None
 
     def _joint(self, expr: rasp.SOp) -> Optional[_ByWidth]:
         """`expr`'s values split by selector width, if its inputs allow it."""
@@ -363,6 +404,17 @@ class ValueSetInference:
         raise NotImplementedError(
             f"Cannot infer the value set of {expr.label} ({type(expr).__name__})."
         )
+
+
+def _counts_every_position(selector: rasp.Selector) -> bool:
+    """Whether `selector` selects every (visible) key: its width is the length."""
+    inputs = {rasp.tokens.label, rasp.indices.label}
+    return (
+        isinstance(selector, rasp.Select)
+        and selector.predicate is rasp.Comparison.TRUE
+        and selector.keys.label in inputs
+        and selector.queries.label in inputs
+    )
 
 
 def _diagonal(expr: rasp.SequenceMap, values: Set[Any]) -> Set[Any]:
