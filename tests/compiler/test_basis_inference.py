@@ -51,7 +51,7 @@ def test_apply_all_skips_none_and_arithmetic_errors():
 
 def _inferred(program, vocab, max_seq_len):
     inference = basis_inference.ValueSetInference(vocab, max_seq_len)
-    for expr in validating._walk(program):
+    for expr in validating.walk(program):
         if isinstance(expr, rasp.SOp):
             inference.add(expr)
     return inference.value_sets

@@ -21,7 +21,6 @@ is built for the values that can occur.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 from typing import Any, Callable, Dict, Hashable, Iterable, Mapping, Optional, Set
 
@@ -309,23 +308,10 @@ class ValueSetInference:
             return {i: {i} for i in range(n)}
         if isinstance(expr, rasp.SelectorWidth) and _counts_every_position(expr.selector):
             return {i: set(range(i + 1, n + 1)) for i in range(n)}
-        if isinstance(expr, rasp.Map) and expr.inner.label in self._by_position:
-            inner = self._by_position[expr.inner.label]
-            return {i: _apply_all(expr.f, v) for i, v in inner.items()}
-        if isinstance(expr, rasp.SequenceMap):
-            fst = self._by_position.get(expr.fst.label)
-            snd = self._by_position.get(expr.snd.label)
-            if fst is None or snd is None:
+        if isinstance(expr, (rasp.Map, rasp.SequenceMap)):
+            if any(child.label not in self._by_position for child in expr.children):
                 return None
-            if expr.fst.label == expr.snd.label:
-                return {i: _diagonal(expr, v) for i, v in fst.items()}
-            if isinstance(expr, rasp.LinearSequenceMap):
-                combine: Callable[[Set[Any], Set[Any]], Set[Any]] = functools.partial(
-                    _linear_value_set, expr
-                )
-            else:
-                combine = functools.partial(_apply_all, expr.f)
-            return {i: combine(fst[i], snd[i]) for i in fst}
+            return _propagate(expr, self._by_position)
         return None
 
     def _joint(self, expr: rasp.SOp) -> Optional[_ByWidth]:
@@ -339,33 +325,12 @@ class ValueSetInference:
         if isinstance(expr, rasp.SelectorWidth):
             key = _selector_key(expr.selector)
             return None if key is None else _ByWidth(key, {w: {w} for w in range(n + 1)})
-        if isinstance(expr, rasp.Map) and expr.inner.label in self._by_width:
-            inner = self._by_width[expr.inner.label]
-            return _ByWidth(
-                inner.selector, {w: _apply_all(expr.f, v) for w, v in inner.values.items()}
-            )
-        if isinstance(expr, rasp.SequenceMap) and expr.fst.label == expr.snd.label:
-            inner = self._by_width.get(expr.fst.label)
-            if inner is None:
+        if isinstance(expr, (rasp.Map, rasp.SequenceMap)):
+            parts = [self._by_width.get(child.label) for child in expr.children]
+            if any(p is None for p in parts) or len({p.selector for p in parts}) != 1:
                 return None
-            return _ByWidth(
-                inner.selector, {w: _diagonal(expr, v) for w, v in inner.values.items()}
-            )
-        if isinstance(expr, rasp.SequenceMap):
-            fst, snd = self._by_width.get(expr.fst.label), self._by_width.get(expr.snd.label)
-            if fst is None or snd is None or fst.selector != snd.selector:
-                return None
-            if fst.values.keys() != snd.values.keys():
-                return None
-            if isinstance(expr, rasp.LinearSequenceMap):
-                combine: Callable[[Set[Any], Set[Any]], Set[Any]] = functools.partial(
-                    _linear_value_set, expr
-                )
-            else:
-                combine = functools.partial(_apply_all, expr.f)
-            return _ByWidth(
-                fst.selector, {w: combine(fst.values[w], snd.values[w]) for w in fst.values}
-            )
+            values = _propagate(expr, {c.label: p.values for c, p in zip(expr.children, parts)})
+            return None if values is None else _ByWidth(parts[0].selector, values)
         return None
 
     def _value_set(self, expr: rasp.SOp) -> Set[Any]:
@@ -383,10 +348,8 @@ class ValueSetInference:
             return _apply_all(expr.f, of(expr.inner))
         if isinstance(expr, rasp.SequenceMap) and expr.fst.label == expr.snd.label:
             return _diagonal(expr, of(expr.fst))
-        if isinstance(expr, rasp.LinearSequenceMap):
-            return _linear_value_set(expr, of(expr.fst), of(expr.snd))
         if isinstance(expr, rasp.SequenceMap):
-            return _apply_all(expr.f, of(expr.fst), of(expr.snd))
+            return _pair_values(expr, of(expr.fst), of(expr.snd))
         if isinstance(expr, rasp.Full):
             return {expr.fill}
         if isinstance(expr, rasp.ConstantSOp):
@@ -415,6 +378,33 @@ def _counts_every_position(selector: rasp.Selector) -> bool:
         and selector.keys.label in inputs
         and selector.queries.label in inputs
     )
+
+
+def _propagate(
+    expr: rasp.SOp, splits: Mapping[str, Mapping[Any, Set[Any]]]
+) -> Optional[Dict[Any, Set[Any]]]:
+    """A Map's or SequenceMap's values split as its inputs' are (by width, by position).
+
+    `splits[label]` maps each part (a selector width, a position) to the values
+    that input takes there; inputs in one part occur together, so the result
+    in a part comes from the inputs' values in that part only. None if the
+    inputs are split into different parts.
+    """
+    if isinstance(expr, rasp.Map):
+        return {k: _apply_all(expr.f, v) for k, v in splits[expr.inner.label].items()}
+    fst, snd = splits[expr.fst.label], splits[expr.snd.label]
+    if expr.fst.label == expr.snd.label:
+        return {k: _diagonal(expr, v) for k, v in fst.items()}
+    if fst.keys() != snd.keys():
+        return None
+    return {k: _pair_values(expr, fst[k], snd[k]) for k in fst}
+
+
+def _pair_values(expr: rasp.SequenceMap, fst: Set[Any], snd: Set[Any]) -> Set[Any]:
+    """f over every pair of values (vectorised for a LinearSequenceMap)."""
+    if isinstance(expr, rasp.LinearSequenceMap):
+        return _linear_value_set(expr, fst, snd)
+    return _apply_all(expr.f, fst, snd)
 
 
 def _diagonal(expr: rasp.SequenceMap, values: Set[Any]) -> Set[Any]:

@@ -42,13 +42,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tracr.compiler import assemble, equivalence
+from tracr.compiler import assemble, equivalence, validating
 from tracr.craft import bases
 from tracr.rasp import causal_eval, rasp
 
@@ -209,23 +209,12 @@ class _Recorder:
 
 def _sops(program: rasp.SOp) -> List[rasp.SOp]:
     """The computed SOps of a program (not tokens/indices), children first."""
-    order: List[rasp.SOp] = []
-    seen: Set[int] = set()
-    stack: List[Tuple[rasp.RASPExpr, bool]] = [(program, False)]
-    while stack:
-        expr, expanded = stack.pop()
-        if expanded:
-            if isinstance(expr, rasp.SOp) and not isinstance(
-                expr, (rasp.TokensType, rasp.IndicesType, rasp.LengthType)
-            ):
-                order.append(expr)
-            continue
-        if id(expr) in seen:
-            continue
-        seen.add(id(expr))
-        stack.append((expr, True))
-        stack.extend((child, False) for child in reversed(list(expr.children)))
-    return order
+    inputs = (rasp.TokensType, rasp.IndicesType, rasp.LengthType)
+    return [
+        expr
+        for expr in validating.walk(program)
+        if isinstance(expr, rasp.SOp) and not isinstance(expr, inputs)
+    ]
 
 
 @dataclasses.dataclass

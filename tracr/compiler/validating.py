@@ -69,7 +69,7 @@ class TracrUnsupportedExpr:
         return f"{self.expr.label}: {self.reason}"
 
 
-def _walk(program: rasp.RASPExpr) -> List[rasp.RASPExpr]:
+def walk(program: rasp.RASPExpr) -> List[rasp.RASPExpr]:
     """All expressions of ``program``, each once, children before parents."""
     order: List[rasp.RASPExpr] = []
     seen = set()
@@ -90,7 +90,7 @@ def _walk(program: rasp.RASPExpr) -> List[rasp.RASPExpr]:
 
 
 def _contains_constant_selector(selector: rasp.RASPExpr) -> bool:
-    return any(isinstance(e, rasp.ConstantSelector) for e in _walk(selector))
+    return any(isinstance(e, rasp.ConstantSelector) for e in walk(selector))
 
 
 _PLAIN_TYPES = (int, float, str, bool, tuple, type(None), rasp.Comparison)
@@ -237,7 +237,7 @@ def static_validate(
     if not isinstance(program, rasp.RASPExpr):
         raise TypeError(f"static_validate expects a RASP expression, got {program!r}.")
     found: List[TracrUnsupportedExpr] = []
-    exprs = _walk(program)
+    exprs = walk(program)
     if isinstance(program, rasp.Selector):
         found.append(
             TracrUnsupportedExpr(
@@ -297,7 +297,7 @@ def value_set_validate(
             for label, data in graph.nodes(data=True)
             if nodes.VALUE_SET in data
         }
-    return _value_set_reasons(_walk(program), value_sets)
+    return _value_set_reasons(walk(program), value_sets)
 
 
 # ----------------------------------------------------------------- None flow
