@@ -282,8 +282,26 @@ def test_non_finite_values_are_refused(saved):
 
 
 def test_wrong_version_is_refused(saved):
-    _edit_json(saved, lambda d: d.update(format_version=2))
-    _load_fails(saved, "format_version 2 is not supported; this tracr reads version 1")
+    _edit_json(saved, lambda d: d.update(format_version=1))
+    _load_fails(saved, "format_version 1 is not supported; this tracr reads version 2")
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda d: d["config"].update(causal=not d["config"]["causal"]), "config.causal"),
+        (lambda d: d["residual_labels"].reverse(), "residual_labels"),
+        (
+            lambda d: d.update(unembedding=[(d["unembedding"][0] + 1) % d["config"]["d_model"]]),
+            "unembedding",
+        ),
+        (lambda d: d["input"]["tokens"].reverse(), "input.tokens"),
+        (lambda d: d["spec"].update(causal=not d["spec"]["causal"]), "config.causal"),
+    ],
+)
+def test_an_edited_field_that_disagrees_with_the_spec_is_refused(saved, edit, field):
+    _edit_json(saved, edit)
+    _load_fails(saved, f"{field}.*disagree with the model's spec")
 
 
 def test_other_format_is_refused(saved):

@@ -10,168 +10,28 @@ per direction, never through dense projection matrices.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import chex
-import haiku as hk
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from tracr.craft import bases, transformers
-from tracr.transformer import encoder, model
+from tracr.transformer import assembled
+from tracr.transformer import spec as spec_lib
+
+# The compiled-model class lives on the transformer floor; these names stay
+# importable from here, as in Tracr.
+AssembledTransformerModel = assembled.AssembledTransformerModel
+AssembledTransformerModelOutput = assembled.AssembledTransformerModelOutput
+ModelForward = assembled.ModelForward
+EmbeddingModules = assembled.EmbeddingModules
+apply_one = assembled.apply_one
+build_assembled_model = assembled.build_assembled_model
+_make_embedding_modules = assembled.embedding_modules
 
 _ONE_DIRECTION = bases.BasisDirection("one")
 
 
-@chex.dataclass
-class AssembledTransformerModelOutput:
-    decoded: List[Any]  # one decoded value per position; position 0 is the BOS token
-    unembedded: jax.Array  # [B, T]
-    layer_outputs: List[jax.Array]  # each [B, T, D]
-    residuals: List[jax.Array]  # each [B, T, D]
-    attn_logits: List[jax.Array]  # each [B, H, T, T]
-    transformer_output: jax.Array  # [B, T, D]
-    input_embeddings: jax.Array  # [B, T, D]
-
-
-class ModelForward(Protocol):
-    def __call__(self, params: hk.Params, emb: jax.Array) -> model.CompiledTransformerModelOutput:
-        """Runs the compiled model on token ids [B, T]."""
-
-
-@dataclasses.dataclass
-class EmbeddingModules:
-    token_embed: model.CallableHaikuModule
-    pos_embed: model.CallableHaikuModule
-    unembed: model.CallableHaikuModule
-
-
-@dataclasses.dataclass
-class AssembledTransformerModel:
-    """A compiled program: parameters, configuration, encoders and `apply`."""
-
-    forward: ModelForward
-    get_compiled_model: Callable[[], model.CompiledTransformerModel]
-    params: hk.Params
-    model_config: model.TransformerConfig
-    residual_labels: List[str]
-    input_encoder: Optional[encoder.Encoder] = None
-    output_encoder: Optional[encoder.Encoder] = None
-    unembed_matrix: Optional[np.ndarray] = None  # [D, O]: residual -> output space
-    # max_batch -> (params, BatchRunner), built on the first apply_batch call.
-    _batch_runners: Dict[int, Any] = dataclasses.field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-
-    def lean_weights(self, *, keep_residual: bool = False, dtype: Any = jnp.float32):
-        """This model's weights for the lean pure forward pass `tracr.transformer.fast`.
-
-        `fast.decode(model.lean_weights(), token_ids)` equals
-        `model.forward(model.params, token_ids).unembedded_output` and can be
-        jit-compiled, vmapped, differentiated (`fast.scores`) and sharded.
-
-        Raises:
-          ValueError: the model has no unembedding matrix.
-        """
-        from tracr.transformer import fast  # optional fast path, kept out of import time
-
-        if self.unembed_matrix is None:
-            raise ValueError(
-                "This model has no unembed_matrix, which the lean forward pass needs; "
-                "build it with assemble_craft_model or build_assembled_model."
-            )
-        ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
-        out_dtype = jax.eval_shape(self.forward, self.params, ids).unembedded_output.dtype
-        pad_id = None if self.input_encoder is None else self.input_encoder.pad_encoding
-        return fast.lean_weights_from_params(
-            self.params,
-            self.model_config,
-            self.unembed_matrix,
-            categorical_output=jnp.issubdtype(out_dtype, jnp.integer),
-            pad_id=pad_id,
-            keep_residual=keep_residual,
-            dtype=dtype,
-        )
-
-    def apply_batch(
-        self, batch: Sequence[List[bases.Value]], *, max_batch: Optional[int] = None
-    ) -> List[List[Any]]:
-        """Runs the model on many inputs at once; the same `decoded` lists as `apply`.
-
-        Sequences may have different lengths; each starts with the BOS token.
-        They are padded with the PAD token (masked out of attention, so real
-        positions are unaffected), run by one jit-compiled lean forward pass
-        per chunk of at most `max_batch` (sharded over the batch axis when
-        there are several devices), and trimmed back to their lengths.
-
-        Raises:
-          ValueError: as `apply`, for the first bad sequence.
-        """
-        from tracr.transformer import batching, fast  # optional fast path
-
-        if self.input_encoder is None:
-            raise ValueError("apply_batch needs the model's input_encoder (set by the compiler).")
-        max_batch = batching.DEFAULT_MAX_BATCH if max_batch is None else max_batch
-        params, runner = self._batch_runners.get(max_batch, (None, None))
-        if params is not self.params:  # new params (or first call): new lean weights
-            weights = self.lean_weights()
-            runner = batching.BatchRunner(
-                fast.decode,
-                weights,
-                self.input_encoder,
-                self.output_encoder,
-                max_len=weights.max_len,
-                max_batch=max_batch,
-            )
-            self._batch_runners[max_batch] = (self.params, runner)
-        return runner(batch)
-
-    def apply(self, tokens: List[bases.Value]) -> AssembledTransformerModelOutput:
-        """Runs the model on one input that starts with the BOS token.
-
-        Raises:
-          ValueError: missing BOS, unknown token or sequence too long.
-        """
-        return apply_one(self.forward, self.params, self.input_encoder, self.output_encoder, tokens)
-
-
-def apply_one(
-    forward: Callable[[Any, jax.Array], Any],
-    params: Any,
-    input_encoder: Optional[encoder.Encoder],
-    output_encoder: Optional[encoder.Encoder],
-    tokens: List[bases.Value],
-) -> AssembledTransformerModelOutput:
-    """`apply` of any model with this `forward` (assembled or compressed): encode
-    one input, run it, decode the output and put the BOS token first.
-
-    Raises:
-      ValueError: missing BOS, unknown token or sequence too long.
-    """
-    token_ids = input_encoder.encode(tokens) if input_encoder is not None else list(tokens)
-    out = forward(params, jnp.asarray([token_ids], dtype=jnp.int32))
-    transformer_output = out.transformer_output
-    unembedded = out.unembedded_output
-    decoded = np.asarray(unembedded[0]).tolist()
-    if output_encoder is not None:
-        decoded = output_encoder.decode(decoded)
-    if input_encoder is not None and input_encoder.bos_token is not None:
-        decoded[0] = input_encoder.bos_token
-    return AssembledTransformerModelOutput(
-        decoded=decoded,
-        unembedded=unembedded,
-        layer_outputs=transformer_output.layer_outputs,
-        residuals=transformer_output.residuals,
-        attn_logits=transformer_output.attn_logits,
-        transformer_output=transformer_output.output,
-        input_embeddings=transformer_output.input_embeddings,
-    )
-
-
-def param_name(layer: int, sublayer: str, linear: str) -> str:
-    """The one place where parameter paths are spelled (`transformer/layer_0/attn/query`)."""
-    return f"transformer/layer_{layer}/{sublayer}/{linear}"
+param_name = spec_lib.param_name
 
 
 def _layered(
@@ -278,6 +138,9 @@ def assemble_craft_model(
     bos_token: Optional[Any] = None,
     pad_token: Optional[Any] = None,
     residual_space: Optional[bases.VectorSpaceWithBasis] = None,
+    allocation: Optional[Sequence[Any]] = None,
+    output_label: Optional[str] = None,
+    max_seq_len: Optional[int] = None,
 ) -> AssembledTransformerModel:
     """Writes the craft model into Haiku parameters.
 
@@ -291,6 +154,11 @@ def assemble_craft_model(
       bos_token, pad_token: token values; PAD positions are masked from attention.
       residual_space: the residual order to use; by default the sorted join of
         every block's space, the output space and `one`.
+      allocation: the layers as `craft_graph_to_model.allocate_layers` returns
+        them (labelled blocks); gives the spec the RASP label of every head and
+        MLP. Without it, heads and MLPs are labelled None.
+      output_label: the program's label (default: the output space's name).
+      max_seq_len: real tokens per input (default: indices_space's size).
     """
     if residual_space is None:
         residual_space = _make_residual_space(
@@ -364,101 +232,108 @@ def assemble_craft_model(
     params["token_embed"] = {"embeddings": token_matrix}
     params["pos_embed"] = {"embeddings": pos_matrix}
 
-    unembed_matrix = np.zeros((d_model, output_space.num_dims))
-    unembed_matrix[res.rows(output_space), np.arange(output_space.num_dims)] = 1.0
-
-    config = model.TransformerConfig(
+    model_spec = _spec(
+        layers,
+        allocation,
+        res,
+        tokens_space,
+        indices_space,
+        output_space,
+        categorical_output=categorical_output,
+        causal=causal,
+        bos_token=bos_token,
+        pad_token=pad_token,
         num_heads=num_heads,
-        num_layers=len(layers),
+        key_size=key_size,
+        mlp_hidden=mlp_hidden,
+        output_label=output_label,
+        max_seq_len=indices_space.num_dims if max_seq_len is None else max_seq_len,
+    )
+    return assembled.build_assembled_model(params, model_spec)
+
+
+def _spec(
+    layers,
+    allocation,
+    res: _ResidualIndex,
+    tokens_space: bases.VectorSpaceWithBasis,
+    indices_space: bases.VectorSpaceWithBasis,
+    output_space: bases.VectorSpaceWithBasis,
+    *,
+    categorical_output: bool,
+    causal: bool,
+    bos_token,
+    pad_token,
+    num_heads: int,
+    key_size: int,
+    mlp_hidden: int,
+    output_label: Optional[str],
+    max_seq_len: int,
+) -> spec_lib.ModelSpec:
+    """The ModelSpec of the assembled layers: what each head and MLP reads and writes."""
+
+    def rows(space: bases.VectorSpaceWithBasis) -> Tuple[int, ...]:
+        return tuple(int(i) for i in res.rows(space))
+
+    layer_specs = []
+    for index, (heads, mlp) in enumerate(layers):
+        alloc = allocation[index] if allocation is not None and index < len(allocation) else None
+        head_labels = {id(block): label for label, block in alloc.heads} if alloc else {}
+        head_specs = tuple(
+            spec_lib.HeadSpec(
+                layer=index,
+                head=h,
+                label=head_labels.get(id(head)),
+                query=rows(head.w_qk.left_space),
+                key=rows(head.w_qk.right_space),
+                value=rows(head.w_ov.input_space),
+                writes=rows(head.w_ov.output_space),
+            )
+            for h, head in enumerate(heads)
+        )
+        mlp_spec = None
+        if mlp is not None:
+            hidden_index = {d: i for i, d in enumerate(mlp.fst.output_space.basis)}
+            parts = alloc.mlps if alloc and alloc.mlps else ((None, mlp),)
+            mlp_spec = spec_lib.MLPSpec(
+                layer=index,
+                parts=tuple(
+                    spec_lib.MLPPart(
+                        label=label,
+                        reads=rows(part.fst.input_space),
+                        writes=rows(part.snd.output_space),
+                        hidden=tuple(hidden_index[d] for d in part.fst.output_space.basis),
+                    )
+                    for label, part in parts
+                ),
+            )
+        layer_specs.append(spec_lib.LayerSpec(index=index, heads=head_specs, mlp=mlp_spec))
+
+    basis = res.space.basis
+    return spec_lib.ModelSpec(
+        layers=tuple(layer_specs),
+        residual_labels=tuple(str(d) for d in basis),
+        residual_names=tuple(d.name for d in basis),
+        residual_values=tuple(d.value for d in basis),
+        input=spec_lib.InputSpec(
+            tokens=tuple(d.value for d in tokens_space.basis),
+            bos_token=bos_token,
+            pad_token=pad_token,
+            max_seq_len=max_seq_len,
+            embeds=tuple(res.index.get(d) for d in tokens_space.basis),
+            positions=(None,) + tuple(res.index.get(d) for d in indices_space.basis),
+            one=res.index.get(_ONE_DIRECTION),
+        ),
+        output=spec_lib.OutputSpec(
+            label=output_label
+            if output_label is not None
+            else (output_space.basis[0].name if output_space.basis else ""),
+            categorical=categorical_output,
+            values=tuple(d.value for d in output_space.basis) if categorical_output else (),
+            reads=rows(output_space),
+        ),
+        causal=causal,
+        num_heads=num_heads,
         key_size=key_size,
         mlp_hidden_size=mlp_hidden,
-        dropout_rate=0.0,
-        activation_function=jax.nn.relu,
-        layer_norm=False,
-        causal=causal,
     )
-    token_ids = {d.value: i for i, d in enumerate(tokens_space.basis)}
-    pad_id = token_ids.get(pad_token) if pad_token is not None else None
-    return build_assembled_model(
-        params=params,
-        config=config,
-        residual_labels=[str(d) for d in residual_space.basis],
-        unembed_matrix=unembed_matrix,
-        categorical_output=categorical_output,
-        pad_id=pad_id,
-    )
-
-
-def build_assembled_model(
-    params: Dict[str, Dict[str, Any]],
-    config: model.TransformerConfig,
-    residual_labels: Sequence[str],
-    unembed_matrix: np.ndarray,
-    categorical_output: bool,
-    pad_id: Optional[int] = None,
-) -> AssembledTransformerModel:
-    """Wraps parameters in the Tracr layout into a runnable model.
-
-    Used by `assemble_craft_model` and by loaders that rebuild a saved model
-    (tracr.io); the encoders are left for the caller to attach.
-
-    Args:
-      params: `token_embed/embeddings` [V, D], `pos_embed/embeddings` [T, D]
-        and the `transformer/layer_i/...` linears (see `param_name`).
-      config: the transformer configuration the params were written for.
-      residual_labels: the name of each of the D residual dimensions.
-      unembed_matrix: [D, O] projection from the residual to the output space.
-      categorical_output: decode by argmax (True) or read column 0.
-      pad_id: token id masked out of attention, if any.
-
-    Returns:
-      The model with `forward`, `get_compiled_model` and float32 `params`.
-    """
-    # Cast in numpy, then place: jnp.asarray(x, dtype=float32) on a float64
-    # array compiles a conversion per distinct shape (~0.1 s each).
-    params = jax.tree_util.tree_map(
-        lambda x: jax.device_put(np.asarray(x, dtype=np.float32)), params
-    )
-    token_matrix = np.asarray(params["token_embed"]["embeddings"])
-    pos_matrix = np.asarray(params["pos_embed"]["embeddings"])
-    unembed_matrix = np.asarray(unembed_matrix, dtype=np.float32)
-
-    def get_compiled_model() -> model.CompiledTransformerModel:
-        transformer = model.Transformer(config, name="transformer")
-        embed_modules = _make_embedding_modules(token_matrix, pos_matrix, unembed_matrix)
-        return model.CompiledTransformerModel(
-            transformer=transformer,
-            token_embed=embed_modules.token_embed,
-            position_embed=embed_modules.pos_embed,
-            unembed=embed_modules.unembed,
-            use_unembed_argmax=categorical_output,
-            pad_token=pad_id,
-        )
-
-    @hk.without_apply_rng
-    @hk.transform
-    def forward(token_ids: jax.Array) -> model.CompiledTransformerModelOutput:
-        return get_compiled_model()(token_ids, use_dropout=False)
-
-    return AssembledTransformerModel(
-        forward=jax.jit(forward.apply),
-        get_compiled_model=get_compiled_model,
-        params=params,
-        model_config=config,
-        residual_labels=list(residual_labels),
-        unembed_matrix=unembed_matrix,
-    )
-
-
-def _make_embedding_modules(token_matrix, pos_matrix, unembed_matrix) -> EmbeddingModules:
-    token_embed = hk.Embed(embedding_matrix=token_matrix, name="token_embed")
-    pos_embed = hk.Embed(embedding_matrix=pos_matrix, name="pos_embed")
-    unembed_const = jnp.asarray(unembed_matrix, dtype=jnp.float32)
-
-    def unembed(x: jax.Array, use_unembed_argmax: bool) -> jax.Array:
-        out = x @ unembed_const  # [B, T, O]
-        if use_unembed_argmax:
-            return jnp.argmax(out, axis=-1)
-        return out[..., 0]
-
-    return EmbeddingModules(token_embed=token_embed, pos_embed=pos_embed, unembed=unembed)

@@ -176,10 +176,11 @@ def compile_rasp_to_model_with_report(
             max_seq_len=max_seq_len,
         )
     with report.timing("craft_graph_to_model"):
-        craft_model = craft_graph_to_model.craft_graph_to_model(graph, sources)
+        del sources  # allocation needs only the graph
+        allocation = craft_graph_to_model.allocate_layers(graph)
     with report.timing("craft_model_to_transformer"):
         model = craft_model_to_transformer.craft_model_to_transformer(
-            craft_model=craft_model,
+            craft_model=allocation.craft_model,
             graph=graph,
             sink=sink,
             max_seq_len=max_seq_len,
@@ -187,5 +188,6 @@ def compile_rasp_to_model_with_report(
             compiler_pad=compiler_pad,
             causal=causal,
             vocab=vocab,
+            allocation=allocation,
         )
     return model, report

@@ -9,7 +9,8 @@ attention, or MLPs side by side.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+import dataclasses
+from typing import Dict, List, Sequence, Tuple
 
 import networkx as nx
 
@@ -75,35 +76,67 @@ def compute_computational_depth(graph: nx.DiGraph, sources_ids: Sequence[int]) -
     return depth
 
 
-def craft_graph_to_model(
-    graph: nx.DiGraph, sources: Sequence[Node]
-) -> transformers.SeriesWithResiduals:
-    """Chains the blocks of the graph into half-layers, in order.
+@dataclasses.dataclass(frozen=True)
+class LayerAllocation:
+    """What one transformer layer computes: labelled heads, then labelled MLPs.
 
-    The result lists one block per non-empty half-layer (a MultiAttentionHead
-    or a combined MLP); `assemble` reads the alternation to place empty
-    sublayers.
+    Each entry is (RASP label of the expression, its craft block). MLPs of one
+    layer run side by side in one sublayer.
     """
-    del sources
+
+    heads: Tuple[Tuple[NodeID, transformers.AttentionHead], ...]
+    mlps: Tuple[Tuple[NodeID, transformers.MLP], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Allocation:
+    """The result of layer allocation: the layers, and the craft model chaining them."""
+
+    layers: Tuple[LayerAllocation, ...]
+    craft_model: transformers.SeriesWithResiduals
+
+
+def allocate_layers(graph: nx.DiGraph) -> Allocation:
+    """Places every block of the graph in a layer (ASAP), keeping which expression it computes."""
     placement = _schedule(graph)
-    by_half: Dict[int, List] = {}
+    by_half: Dict[int, List[Tuple[NodeID, transformers.HalfLayerBlock]]] = {}
     for label in nx.topological_sort(graph):
         if label not in placement:
             continue
         subs = _sub_blocks(graph.nodes[label][nodes.MODEL_BLOCK])
         for h, sub in zip(placement[label], subs):
-            by_half.setdefault(h, []).append(sub)
+            if isinstance(sub, transformers.MultiAttentionHead):
+                by_half.setdefault(h, []).extend((label, head) for head in sub.heads())
+            else:
+                by_half.setdefault(h, []).append((label, sub))
 
+    num_layers = max(by_half) // 2 + 1 if by_half else 0
+    layers = tuple(
+        LayerAllocation(
+            heads=tuple(by_half.get(2 * layer, ())), mlps=tuple(by_half.get(2 * layer + 1, ()))
+        )
+        for layer in range(num_layers)
+    )
     blocks: List[transformers.HalfLayerBlock] = []
     for h in sorted(by_half):
-        group = by_half[h]
+        group = [block for _, block in by_half[h]]
         if h % 2 == 0:
-            heads = []
-            for b in group:
-                heads.extend(b.heads() if isinstance(b, transformers.MultiAttentionHead) else [b])
-            blocks.append(transformers.MultiAttentionHead(heads))
+            blocks.append(transformers.MultiAttentionHead(group))
         else:
             blocks.append(
                 group[0] if len(group) == 1 else transformers.MLP.combine_in_parallel(group)
             )
-    return transformers.SeriesWithResiduals(blocks)
+    return Allocation(layers=layers, craft_model=transformers.SeriesWithResiduals(blocks))
+
+
+def craft_graph_to_model(
+    graph: nx.DiGraph, sources: Sequence[Node]
+) -> transformers.SeriesWithResiduals:
+    """Chains the blocks of the graph into half-layers, in order (Tracr's interface).
+
+    The result lists one block per non-empty half-layer (a MultiAttentionHead
+    or a combined MLP); `assemble` reads the alternation to place empty
+    sublayers. `allocate_layers` also returns which expression each block computes.
+    """
+    del sources
+    return allocate_layers(graph).craft_model

@@ -6,10 +6,9 @@ from typing import Optional, Set
 
 import networkx as nx
 
-from tracr.compiler import assemble, nodes
+from tracr.compiler import assemble, craft_graph_to_model, nodes
 from tracr.craft import bases, transformers
 from tracr.rasp import rasp
-from tracr.transformer import encoder
 
 
 def craft_model_to_transformer(
@@ -22,8 +21,16 @@ def craft_model_to_transformer(
     causal: bool = False,
     *,
     vocab: Optional[Set[rasp.Value]] = None,
+    allocation: Optional[craft_graph_to_model.Allocation] = None,
 ) -> assemble.AssembledTransformerModel:
-    """Builds the runnable model: token/position embeddings, unembedding, encoders."""
+    """Builds the runnable model: token/position embeddings, unembedding, encoders.
+
+    `allocation` (from `craft_graph_to_model.allocate_layers`) names the RASP
+    expression of every block in the model's spec; without it, it is read
+    from the graph's blocks (the same ones `craft_model` chains).
+    """
+    if allocation is None:
+        allocation = craft_graph_to_model.allocate_layers(graph)
     if vocab is None:
         vocab = graph.nodes[rasp.tokens.label][nodes.VALUE_SET]
     # Sorted, so that token ids (embedding rows) don't follow the hash order of
@@ -39,7 +46,7 @@ def craft_model_to_transformer(
     categorical_output = rasp.is_categorical(sink_expr)
     output_space = bases.VectorSpaceWithBasis(sink[nodes.OUTPUT_BASIS])
 
-    assembled = assemble.assemble_craft_model(
+    return assemble.assemble_craft_model(
         craft_model=craft_model,
         tokens_space=tokens_space,
         indices_space=indices_space,
@@ -48,16 +55,7 @@ def craft_model_to_transformer(
         causal=causal,
         bos_token=compiler_bos,
         pad_token=compiler_pad,
+        allocation=allocation.layers,
+        output_label=sink_expr.label,
+        max_seq_len=max_seq_len,
     )
-    assembled.input_encoder = encoder.CategoricalEncoder(
-        basis=tokens_space.basis,
-        enforce_bos=True,
-        bos_token=compiler_bos,
-        pad_token=compiler_pad,
-        max_seq_len=max_seq_len + 1,
-    )
-    if categorical_output:
-        assembled.output_encoder = encoder.CategoricalEncoder(basis=output_space.basis)
-    else:
-        assembled.output_encoder = encoder.NumericalEncoder()
-    return assembled

@@ -31,9 +31,8 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 import jax.numpy as jnp
 import numpy as np
 
-from tracr.compiler import assemble
 from tracr.compression import running
-from tracr.transformer import model
+from tracr.transformer import assembled, model
 
 # Singular values below this fraction of the largest count as zero. Residual
 # states are O(1) and exact up to float32 rounding (~1e-7) and soft-attention
@@ -97,7 +96,7 @@ def domain_size(vocab_size: int, max_seq_len: int) -> int:
 
 
 def domain_inputs(
-    compiled: assemble.AssembledTransformerModel,
+    compiled: assembled.AssembledTransformerModel,
     max_inputs: int = DEFAULT_MAX_INPUTS,
     seed: int = 0,
     max_seq_len: Optional[int] = None,
@@ -127,7 +126,7 @@ def domain_inputs(
 
 
 def run_padded(
-    compiled: assemble.AssembledTransformerModel,
+    compiled: assembled.AssembledTransformerModel,
     inputs: Sequence[Sequence[Any]],
     batch_size: int = 1024,
 ) -> Iterator[Tuple[model.CompiledTransformerModelOutput, np.ndarray]]:
@@ -149,7 +148,7 @@ def run_padded(
 
 
 def residual_states(
-    compiled: assemble.AssembledTransformerModel,
+    compiled: assembled.AssembledTransformerModel,
     inputs: Sequence[Sequence[Any]],
     batch_size: int = 1024,
 ) -> Iterator[np.ndarray]:
@@ -165,7 +164,7 @@ def residual_states(
 
 
 def exact_compression(
-    compiled: assemble.AssembledTransformerModel,
+    compiled: assembled.AssembledTransformerModel,
     inputs: Optional[Sequence[Sequence[Any]]] = None,
     *,
     tolerance: float = DEFAULT_TOLERANCE,

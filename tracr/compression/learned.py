@@ -42,9 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tracr.compiler import assemble
 from tracr.compression import exact, running
-from tracr.transformer import compressed_model
+from tracr.transformer import assembled, compressed_model
 
 INITS = ("exact", "random")
 # Original categorical logits are ~1 where the program has a value, 0 where not.
@@ -184,7 +183,7 @@ def sublayer_names(num_layers: int) -> Tuple[str, ...]:
 
 
 def _make_terms(
-    compiled: assemble.AssembledTransformerModel,
+    compiled: assembled.AssembledTransformerModel,
     interface: running.ModelInterface,
     width: int,
 ) -> Callable[..., dict]:
@@ -309,7 +308,7 @@ class CompressionTrainer:
 
     def __init__(
         self,
-        compiled: assemble.AssembledTransformerModel,
+        compiled: assembled.AssembledTransformerModel,
         *,
         batch_size: int = 128,
         output_weight: float = 1.0,
@@ -572,7 +571,7 @@ class CompressionTrainer:
 
 
 def evaluate_compression(
-    compiled: assemble.AssembledTransformerModel,
+    compiled: assembled.AssembledTransformerModel,
     w: Any,
     inputs: Sequence[Sequence[Any]],
     *,
@@ -593,7 +592,7 @@ def evaluate_compression(
 
 
 def learn_compression(
-    compiled: assemble.AssembledTransformerModel,
+    compiled: assembled.AssembledTransformerModel,
     train_inputs: Sequence[Sequence[Any]],
     held_out_inputs: Optional[Sequence[Sequence[Any]]] = None,
     config: Optional[TrainingConfig] = None,

@@ -30,8 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tracr.compiler import assemble
-from tracr.transformer import compressed_model, encoder, model
+from tracr.transformer import assembled, compressed_model, encoder, model
 
 # Forward returning (states, logits); logits are [B, T, O] before argmax.
 LogitsForward = Callable[[hk.Params, jax.Array], Tuple[model.TransformerOutput, jax.Array]]
@@ -64,7 +63,7 @@ class ModelInterface:
         return self.unembed.shape[0]
 
 
-def model_interface(compiled: assemble.AssembledTransformerModel) -> ModelInterface:
+def model_interface(compiled: assembled.AssembledTransformerModel) -> ModelInterface:
     """Reads the unembedding, output kind, special tokens and domain of a model.
 
     The unembedding lives in a closure of the compiled Haiku model rather than
@@ -104,7 +103,7 @@ def model_interface(compiled: assemble.AssembledTransformerModel) -> ModelInterf
     )
 
 
-def check_w(compiled: assemble.AssembledTransformerModel, w: Any) -> np.ndarray:
+def check_w(compiled: assembled.AssembledTransformerModel, w: Any) -> np.ndarray:
     """`w` as a float32 [d, D] array, or a ValueError that says what is wrong."""
     w = np.asarray(w, dtype=np.float32)
     residual_size = len(compiled.residual_labels)
@@ -116,7 +115,7 @@ def check_w(compiled: assemble.AssembledTransformerModel, w: Any) -> np.ndarray:
     return w
 
 
-def compressed_params(compiled: assemble.AssembledTransformerModel, w: Any) -> hk.Params:
+def compressed_params(compiled: assembled.AssembledTransformerModel, w: Any) -> hk.Params:
     """The compiled params plus `transformer/w_emb` = w [d, D], for CompressedTransformer."""
     w = check_w(compiled, w)
     params = dict(compiled.params)
@@ -124,7 +123,7 @@ def compressed_params(compiled: assemble.AssembledTransformerModel, w: Any) -> h
     return params
 
 
-def fold_params(compiled: assemble.AssembledTransformerModel, w: Any) -> hk.Params:
+def fold_params(compiled: assembled.AssembledTransformerModel, w: Any) -> hk.Params:
     """Multiplies w into the weights: params of a plain width-d transformer.
 
     Reading `x_d @ w` and then a linear map A [D, k] is one linear map
@@ -209,7 +208,7 @@ def decode_logits(logits: jax.Array, categorical: bool) -> jax.Array:
 
 
 def encode_padded(
-    compiled: assemble.AssembledTransformerModel,
+    compiled: assembled.AssembledTransformerModel,
     inputs: Sequence[Sequence[Any]],
     length: Optional[int] = None,
 ) -> np.ndarray:
@@ -246,7 +245,7 @@ class CompressedModel:
         width-d transformer; same outputs, fewer FLOPs.
     """
 
-    model: assemble.AssembledTransformerModel
+    model: assembled.AssembledTransformerModel
     w: np.ndarray
     unembed_at_every_layer: bool = True
     folded: bool = False
@@ -331,19 +330,19 @@ class CompressedModel:
             unembedded_output=decode_logits(logits, self.interface.categorical),
         )
 
-    def apply(self, tokens: List[Any]) -> assemble.AssembledTransformerModelOutput:
+    def apply(self, tokens: List[Any]) -> assembled.AssembledTransformerModelOutput:
         """Like AssembledTransformerModel.apply, on one input starting with BOS.
 
         Raises:
           ValueError: missing BOS, unknown token or sequence too long.
         """
-        return assemble.apply_one(
+        return assembled.apply_one(
             self.forward, self.params, self.model.input_encoder, self.model.output_encoder, tokens
         )
 
 
 def compressed_forward(
-    compiled: assemble.AssembledTransformerModel,
+    compiled: assembled.AssembledTransformerModel,
     w: Any,
     *,
     unembed_at_every_layer: bool = True,

@@ -46,8 +46,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from tracr.compiler import assemble
-from tracr.transformer import encoder
+from tracr.transformer import assembled, encoder
+from tracr.transformer import spec as spec_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +83,7 @@ def _array(params: Dict[str, Dict[str, Any]], module: str, name: str) -> np.ndar
         ) from None
 
 
-def to_transformer_lens(model: assemble.AssembledTransformerModel) -> TransformerLensExport:
+def to_transformer_lens(model: assembled.AssembledTransformerModel) -> TransformerLensExport:
     """Converts a compiled model's weights to TransformerLens' layout.
 
     Args:
@@ -123,17 +123,17 @@ def to_transformer_lens(model: assemble.AssembledTransformerModel) -> Transforme
     for layer in range(config.num_layers):
         block = f"blocks.{layer}"
         for ours, theirs in (("query", "Q"), ("key", "K"), ("value", "V")):
-            module = assemble.param_name(layer, "attn", ours)
+            module = spec_lib.param_name(layer, "attn", ours)
             w = _array(params, module, "w").reshape(d_model, h, k)  # [D, H, K]
             state[f"{block}.attn.W_{theirs}"] = np.ascontiguousarray(w.transpose(1, 0, 2))
             state[f"{block}.attn.b_{theirs}"] = _array(params, module, "b").reshape(h, k)
-        module = assemble.param_name(layer, "attn", "linear")
+        module = spec_lib.param_name(layer, "attn", "linear")
         state[f"{block}.attn.W_O"] = _array(params, module, "w").reshape(h, k, d_model)
         state[f"{block}.attn.b_O"] = _array(params, module, "b")
-        module = assemble.param_name(layer, "mlp", "linear_1")
+        module = spec_lib.param_name(layer, "mlp", "linear_1")
         state[f"{block}.mlp.W_in"] = _array(params, module, "w")
         state[f"{block}.mlp.b_in"] = _array(params, module, "b")
-        module = assemble.param_name(layer, "mlp", "linear_2")
+        module = spec_lib.param_name(layer, "mlp", "linear_2")
         state[f"{block}.mlp.W_out"] = _array(params, module, "w")
         state[f"{block}.mlp.b_out"] = _array(params, module, "b")
     state["unembed.W_U"] = w_u

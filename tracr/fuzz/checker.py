@@ -36,10 +36,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import jax.numpy as jnp
 import numpy as np
 
-from tracr.compiler import assemble, compiling, equivalence, validating
+from tracr.compiler import compiling, equivalence, validating
 from tracr.fuzz import generator
 from tracr.rasp import causal_eval, rasp
-from tracr.transformer import attention, encoder
+from tracr.transformer import assembled, attention, encoder
+from tracr.transformer import spec as spec_lib
 
 EXACT, REJECTED, MISMATCH, CRASH = "exact", "rejected", "mismatch", "crash"
 
@@ -87,7 +88,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def numpy_forward(model: assemble.AssembledTransformerModel, token_ids: np.ndarray) -> np.ndarray:
+def numpy_forward(model: assembled.AssembledTransformerModel, token_ids: np.ndarray) -> np.ndarray:
     """The Haiku forward pass in float32 NumPy: [B, T] ids -> [B, T] argmax ids or values.
 
     Mirrors `tracr.transformer.model`: token plus position embedding; per
@@ -118,7 +119,7 @@ def numpy_forward(model: assemble.AssembledTransformerModel, token_ids: np.ndarr
     for layer in range(config.num_layers):
 
         def linear(x, sublayer, name, layer=layer):
-            p = params[assemble.param_name(layer, sublayer, name)]
+            p = params[spec_lib.param_name(layer, sublayer, name)]
             return x @ p["w"] + p["b"]
 
         q = linear(x, "attn", "query").reshape(b, t, h, k)
@@ -138,7 +139,7 @@ def numpy_forward(model: assemble.AssembledTransformerModel, token_ids: np.ndarr
 
 
 def decode_inputs(
-    model: assemble.AssembledTransformerModel, inputs: Sequence[tuple], backend: str = "numpy"
+    model: assembled.AssembledTransformerModel, inputs: Sequence[tuple], backend: str = "numpy"
 ) -> List[List[Any]]:
     """Decoded model outputs (BOS dropped), one list per input, in one batch.
 

@@ -49,12 +49,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import jax
 import numpy as np
 
-from tracr.compiler import assemble
-from tracr.craft import bases
-from tracr.transformer import encoder, model
+from tracr.transformer import assembled, encoder
+from tracr.transformer import spec as spec_lib
 
 FORMAT_NAME = "tracr-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_FILE = "model.json"
 PARAMS_FILE = "params.npz"
 
@@ -66,8 +65,6 @@ _MAX_TUPLE_DEPTH = 16
 # build huge name tables before it looks at the arrays.
 _MAX_LAYERS = 10_000
 _MAX_SIZE = 1 << 24
-_TOKENS_NAME = "tokens"
-_OUTPUT_NAME = "output"
 _ACTIVATIONS = {"relu": jax.nn.relu}
 
 PathLike = Union[str, os.PathLike]
@@ -82,6 +79,7 @@ _TOP_KEYS = {
     "unembedding",
     "params",
     "metadata",
+    "spec",
 }
 _CONFIG_KEYS = {
     "num_heads": int,
@@ -191,16 +189,16 @@ def expected_param_shapes(config: Mapping[str, int], vocab_size: int) -> Dict[st
     }
     for layer in range(config["num_layers"]):
         for name in ("query", "key", "value"):
-            prefix = assemble.param_name(layer, "attn", name)
+            prefix = spec_lib.param_name(layer, "attn", name)
             shapes[f"{prefix}/w"] = (d, h * k)
             shapes[f"{prefix}/b"] = (h * k,)
-        prefix = assemble.param_name(layer, "attn", "linear")
+        prefix = spec_lib.param_name(layer, "attn", "linear")
         shapes[f"{prefix}/w"] = (h * k, d)
         shapes[f"{prefix}/b"] = (d,)
-        prefix = assemble.param_name(layer, "mlp", "linear_1")
+        prefix = spec_lib.param_name(layer, "mlp", "linear_1")
         shapes[f"{prefix}/w"] = (d, m)
         shapes[f"{prefix}/b"] = (m,)
-        prefix = assemble.param_name(layer, "mlp", "linear_2")
+        prefix = spec_lib.param_name(layer, "mlp", "linear_2")
         shapes[f"{prefix}/w"] = (m, d)
         shapes[f"{prefix}/b"] = (d,)
     return shapes
@@ -251,7 +249,7 @@ def _unembedding_indices(unembed_matrix: Optional[np.ndarray], d_model: int) -> 
 
 
 def _model_json(
-    compiled: assemble.AssembledTransformerModel,
+    compiled: assembled.AssembledTransformerModel,
     flat: Mapping[str, np.ndarray],
     sha256: str,
     metadata: Optional[Mapping[str, str]],
@@ -318,7 +316,17 @@ def _model_json(
         "unembedding": _unembedding_indices(compiled.unembed_matrix, d_model),
         "params": {"file": PARAMS_FILE, "sha256": sha256},
         "metadata": meta,
+        "spec": _model_spec(compiled).to_json(encode_value),
     }
+
+
+def _model_spec(compiled: assembled.AssembledTransformerModel) -> spec_lib.ModelSpec:
+    if compiled.spec is None:
+        raise ValueError(
+            "model.spec is None; save a model built by compiling.compile_rasp_to_model "
+            "or assembled.build_assembled_model."
+        )
+    return compiled.spec
 
 
 def _write_atomically(path: pathlib.Path, data: bytes) -> None:
@@ -328,7 +336,7 @@ def _write_atomically(path: pathlib.Path, data: bytes) -> None:
 
 
 def save_model(
-    compiled: assemble.AssembledTransformerModel,
+    compiled: assembled.AssembledTransformerModel,
     directory: PathLike,
     *,
     metadata: Optional[Mapping[str, str]] = None,
@@ -531,7 +539,7 @@ def _read_npy(f, name: str, shape: Tuple[int, ...], path: pathlib.Path) -> np.nd
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def load_model(directory: PathLike) -> assemble.AssembledTransformerModel:
+def load_model(directory: PathLike) -> assembled.AssembledTransformerModel:
     """Rebuilds a model saved by `save_model`; it gives the same outputs.
 
     Args:
@@ -624,41 +632,67 @@ def load_model(directory: PathLike) -> assemble.AssembledTransformerModel:
         )
     flat = _read_params(params_path, expected_param_shapes(config, len(tokens)))
 
-    unembed_matrix = np.zeros((d_model, len(output_values)), dtype=np.float32)
-    unembed_matrix[unembedding, np.arange(len(unembedding))] = 1.0
-    transformer_config = model.TransformerConfig(
-        num_heads=config["num_heads"],
-        num_layers=config["num_layers"],
-        key_size=config["key_size"],
-        mlp_hidden_size=config["mlp_hidden_size"],
-        dropout_rate=float(config["dropout_rate"]),
-        activation_function=_ACTIVATIONS[config["activation_function"]],
-        layer_norm=False,
-        causal=config["causal"],
+    model_spec = _read_spec(doc, where)
+    _check_spec_agrees(
+        model_spec,
+        where,
+        config=config,
+        tokens=tokens,
+        bos=bos,
+        pad=pad,
+        categorical=categorical,
+        output_values=output_values,
+        labels=labels,
+        unembedding=unembedding,
     )
-    pad_id = None if pad is None else token_keys.index(_typed_key(pad))
-    loaded = assemble.build_assembled_model(
-        params=_unflatten_params(flat),
-        config=transformer_config,
-        residual_labels=labels,
-        unembed_matrix=unembed_matrix,
-        categorical_output=categorical,
-        pad_id=pad_id,
-    )
-    loaded.input_encoder = encoder.CategoricalEncoder(
-        basis=[bases.BasisDirection(_TOKENS_NAME, t) for t in tokens],
-        enforce_bos=True,
-        bos_token=bos,
-        pad_token=pad,
-        max_seq_len=config["max_seq_len"] + 1,
-    )
-    if categorical:
-        loaded.output_encoder = encoder.CategoricalEncoder(
-            basis=[bases.BasisDirection(_OUTPUT_NAME, v) for v in output_values]
+    return assembled.build_assembled_model(_unflatten_params(flat), model_spec)
+
+
+def _read_spec(doc: Mapping[str, Any], where: str) -> spec_lib.ModelSpec:
+    def decode(item: Any, field: str) -> Any:
+        return decode_value(item, f"{where} spec.{field}")
+
+    if not isinstance(doc.get("spec"), dict):
+        raise ValueError(f"{where}: 'spec' must be a JSON object (the model's description).")
+    try:
+        return spec_lib.ModelSpec.from_json(doc["spec"], decode)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def _check_spec_agrees(model_spec: spec_lib.ModelSpec, where: str, **fields: Any) -> None:
+    """Every field a reader sees must say what the spec says (a hand edit is refused)."""
+    config = fields["config"]
+    same = {
+        "config.num_heads": config["num_heads"] == model_spec.num_heads,
+        "config.num_layers": config["num_layers"] == max(model_spec.num_layers, 1),
+        "config.key_size": config["key_size"] == model_spec.key_size,
+        "config.mlp_hidden_size": config["mlp_hidden_size"] == model_spec.mlp_hidden_size,
+        "config.activation_function": config["activation_function"] == model_spec.activation,
+        "config.causal": config["causal"] == model_spec.causal,
+        "config.d_model": config["d_model"] == model_spec.d_model,
+        "config.max_seq_len": config["max_seq_len"] == model_spec.max_seq_len,
+        "input.tokens": [_typed_key(t) for t in fields["tokens"]]
+        == [_typed_key(t) for t in model_spec.input.tokens],
+        "input.bos_token": _typed_key(fields["bos"]) == _typed_key(model_spec.input.bos_token),
+        "input.pad_token": (fields["pad"] is None) == (model_spec.input.pad_token is None)
+        and (
+            fields["pad"] is None
+            or _typed_key(fields["pad"]) == _typed_key(model_spec.input.pad_token)
+        ),
+        "output.encoding": fields["categorical"] == model_spec.output.categorical,
+        "output.values": not fields["categorical"]
+        or [_typed_key(v) for v in fields["output_values"]]
+        == [_typed_key(v) for v in model_spec.output.values],
+        "residual_labels": list(fields["labels"]) == list(model_spec.residual_labels),
+        "unembedding": list(fields["unembedding"]) == list(model_spec.output.reads),
+    }
+    wrong = [name for name, ok in same.items() if not ok]
+    if wrong:
+        raise ValueError(
+            f"{where}: {', '.join(wrong)} disagree with the model's spec (the file was edited "
+            "or is inconsistent); save the model again."
         )
-    else:
-        loaded.output_encoder = encoder.NumericalEncoder()
-    return loaded
 
 
 def load_metadata(directory: PathLike) -> Dict[str, str]:

@@ -63,14 +63,9 @@ import numpy as np
 
 from tracr.transformer import attention
 from tracr.transformer.model import TransformerConfig
+from tracr.transformer.spec import param_name as _param_name
 
 Array = jax.Array
-
-
-def _param_name(layer: int, sublayer: str, linear: str) -> str:
-    # Mirrors tracr.compiler.assemble.param_name; the transformer floor cannot
-    # import the compiler, so the layout is spelled once more here.
-    return f"transformer/layer_{layer}/{sublayer}/{linear}"
 
 
 def _selects(w: np.ndarray) -> bool:

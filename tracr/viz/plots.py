@@ -25,7 +25,8 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from tracr.compiler import assemble
+from tracr.transformer import assembled
+from tracr.transformer import spec as spec_lib
 
 PathLike = Union[str, pathlib.Path]
 
@@ -47,7 +48,7 @@ def _pyplot():
     return plt
 
 
-def token_labels(model: assemble.AssembledTransformerModel, tokens: Sequence[Any]) -> List[str]:
+def token_labels(model: assembled.AssembledTransformerModel, tokens: Sequence[Any]) -> List[str]:
     """`"0: BOS"`, `"1: a"`, ...: one axis label per position (position: token)."""
     enc = model.input_encoder
     bos = getattr(enc, "bos_token", None)
@@ -60,7 +61,7 @@ def token_labels(model: assemble.AssembledTransformerModel, tokens: Sequence[Any
 
 
 def residual_stages(
-    model: assemble.AssembledTransformerModel, tokens: Sequence[Any]
+    model: assembled.AssembledTransformerModel, tokens: Sequence[Any]
 ) -> List[Tuple[str, np.ndarray]]:
     """The residual stream [T, D] at each stage of the forward pass.
 
@@ -76,7 +77,7 @@ def residual_stages(
 
 
 def attention_patterns(
-    model: assemble.AssembledTransformerModel, tokens: Sequence[Any]
+    model: assembled.AssembledTransformerModel, tokens: Sequence[Any]
 ) -> List[np.ndarray]:
     """Per layer, the attention weights [H, T, T] (softmax of the logits)."""
     out = model.apply(list(tokens))
@@ -89,12 +90,12 @@ def attention_patterns(
     return patterns
 
 
-def used_heads(model: assemble.AssembledTransformerModel, layer: int) -> List[int]:
+def used_heads(model: assembled.AssembledTransformerModel, layer: int) -> List[int]:
     """Heads of `layer` that write something (non-zero value and output weights)."""
     config = model.model_config
     h, k = config.num_heads, config.key_size
-    wv = np.asarray(model.params[assemble.param_name(layer, "attn", "value")]["w"])
-    wo = np.asarray(model.params[assemble.param_name(layer, "attn", "linear")]["w"])
+    wv = np.asarray(model.params[spec_lib.param_name(layer, "attn", "value")]["w"])
+    wo = np.asarray(model.params[spec_lib.param_name(layer, "attn", "linear")]["w"])
     wv = wv.reshape(wv.shape[0], h, k)
     wo = wo.reshape(h, k, wo.shape[-1])
     return [i for i in range(h) if np.any(wv[:, i, :]) and np.any(wo[i])]
@@ -109,7 +110,7 @@ def _variables(labels: Sequence[str], rows: np.ndarray) -> str:
     return ", ".join(names) or "-"
 
 
-def head_roles(model: assemble.AssembledTransformerModel, layer: int, head: int) -> dict:
+def head_roles(model: assembled.AssembledTransformerModel, layer: int, head: int) -> dict:
     """The variables a head's query and key read and its output writes.
 
     Returns:
@@ -120,7 +121,7 @@ def head_roles(model: assemble.AssembledTransformerModel, layer: int, head: int)
     labels = list(model.residual_labels)
 
     def weights(name: str) -> np.ndarray:
-        return np.asarray(model.params[assemble.param_name(layer, "attn", name)]["w"])
+        return np.asarray(model.params[spec_lib.param_name(layer, "attn", name)]["w"])
 
     wq = weights("query").reshape(-1, h, k)[:, head, :]
     wk = weights("key").reshape(-1, h, k)[:, head, :]
@@ -157,7 +158,7 @@ def _draw_residual(ax, values: np.ndarray, labels: Sequence[str], rows: Sequence
 
 
 def plot_residual_stream(
-    model: assemble.AssembledTransformerModel,
+    model: assembled.AssembledTransformerModel,
     tokens: Sequence[Any],
     stages: Optional[Sequence[int]] = None,
 ):
@@ -201,7 +202,7 @@ def plot_residual_stream(
     return fig
 
 
-def plot_attention(model: assemble.AssembledTransformerModel, tokens: Sequence[Any], layer: int):
+def plot_attention(model: assembled.AssembledTransformerModel, tokens: Sequence[Any], layer: int):
     """A figure with the attention pattern of each used head of `layer`.
 
     Returns:
@@ -246,7 +247,7 @@ def _slug(text: str) -> str:
 
 
 def write_pngs(
-    model: assemble.AssembledTransformerModel,
+    model: assembled.AssembledTransformerModel,
     tokens: Sequence[Any],
     directory: PathLike,
     *,
