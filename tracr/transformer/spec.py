@@ -26,6 +26,11 @@ Value = Any
 
 ACTIVATIONS = ("relu",)  # what compiled MLPs use; the only one tracr writes
 
+# A categorical output position decodes to a value only where some output
+# direction's magnitude reaches this; compiled one-hot outputs are 1 where RASP
+# has a value and 0 where it has None (`certificate` measures the margins).
+ACTIVE_THRESHOLD = 0.5
+
 
 def param_name(layer: int, sublayer: str, linear: str) -> str:
     """The one place where parameter paths are spelled (`transformer/layer_0/attn/query`).
