@@ -25,6 +25,7 @@ from tracr.compiler import (
     craft_graph_to_model,
     craft_model_to_transformer,
     expr_to_craft_graph,
+    invariants,
     rasp_to_graph,
     validating,
 )
@@ -136,12 +137,17 @@ def compile_rasp_to_model_with_report(
     compiler_bos: str = COMPILER_BOS,
     compiler_pad: str = COMPILER_PAD,
     mlp_exactness: Optional[float] = None,
+    *,
+    check_invariants: Optional[bool] = None,
 ) -> Tuple[assemble.AssembledTransformerModel, CompileReport]:
     """`compile_rasp_to_model`, also returning the seconds spent in each pass.
 
     Arguments, result and errors are those of `compile_rasp_to_model`; the
     second result is a `CompileReport` (used by benchmarks/compile_time.py).
+    `check_invariants` runs `tracr.compiler.invariants` between passes (default:
+    the TRACR_CHECK_INVARIANTS environment variable, which the tests set).
     """
+    check = invariants.enabled(check_invariants)
     report = CompileReport()
     with report.timing("validate"):
         _check_arguments(program, vocab, max_seq_len, compiler_bos, compiler_pad)
@@ -159,6 +165,8 @@ def compile_rasp_to_model_with_report(
     graph, sources, sink = extracted.graph, extracted.sources, extracted.sink
     with report.timing("basis_inference"):
         basis_inference.infer_bases(graph, sink, vocab, max_seq_len)
+    if check:
+        invariants.check_bases(graph)
     with report.timing("validate"):
         # Where RASP has None but the model would select a value; needs the
         # value sets, and reads the program before its selectors were lowered.
@@ -166,18 +174,24 @@ def compile_rasp_to_model_with_report(
     if unsupported:
         reasons = "\n".join(f"  - {u.expr.label}: {u.reason}" for u in unsupported)
         raise NotImplementedError(f"The program cannot be compiled:\n{reasons}")
+    bos_dir = bases.BasisDirection(rasp.tokens.label, compiler_bos)
+    one_dir = bases.BasisDirection("one")
     with report.timing("expr_to_craft_graph"):
         expr_to_craft_graph.add_craft_components_to_rasp_graph(
             graph,
-            bos_dir=bases.BasisDirection(rasp.tokens.label, compiler_bos),
-            one_dir=bases.BasisDirection("one"),
+            bos_dir=bos_dir,
+            one_dir=one_dir,
             causal=causal,
             mlp_exactness=mlp_exactness,
             max_seq_len=max_seq_len,
         )
+    if check:
+        invariants.check_blocks(graph, bos_dir, one_dir)
     with report.timing("craft_graph_to_model"):
         del sources  # allocation needs only the graph
         allocation = craft_graph_to_model.allocate_layers(graph)
+    if check:
+        invariants.check_layer_order(graph, allocation)
     with report.timing("craft_model_to_transformer"):
         model = craft_model_to_transformer.craft_model_to_transformer(
             craft_model=allocation.craft_model,
@@ -190,4 +204,6 @@ def compile_rasp_to_model_with_report(
             vocab=vocab,
             allocation=allocation,
         )
+    if check:
+        invariants.check_spec(model)
     return model, report

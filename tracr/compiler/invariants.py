@@ -1,18 +1,34 @@
-"""Checkers of the compiler IR's invariants, run between passes in tests.
+"""Checkers of the compiler IR's invariants, run between passes when asked.
 
-Each function raises `InvariantError` naming the node and the broken rule;
-they cost a walk over the graph, so the compiler itself does not run them.
+Each function raises `InvariantError` naming the node and the broken rule.
+They cost a walk over the graph, so `compile_rasp_to_model` runs them only
+when the environment variable `TRACR_CHECK_INVARIANTS` is `1` (the test suite
+sets it, in tests/conftest.py) or `check_invariants=True` is passed to
+`compiling.compile_rasp_to_model_with_report`.
 """
 
 from __future__ import annotations
 
-from typing import Set
+import os
+from typing import Optional, Set
 
 import networkx as nx
+import numpy as np
 
 from tracr.compiler import craft_graph_to_model, nodes
 from tracr.craft import bases, transformers
 from tracr.rasp import rasp
+from tracr.transformer import assembled
+from tracr.transformer import spec as spec_lib
+
+CHECK_ENV = "TRACR_CHECK_INVARIANTS"
+
+
+def enabled(check: Optional[bool] = None) -> bool:
+    """Whether to run the checkers: `check` if given, else the environment variable."""
+    if check is not None:
+        return check
+    return os.environ.get(CHECK_ENV, "") == "1"
 
 
 class InvariantError(AssertionError):
@@ -100,18 +116,68 @@ def check_blocks(
             raise InvariantError(f"{label}: block writes outside its own space: {stray_writes}.")
 
 
-def check_layer_order(graph: nx.DiGraph) -> None:
+def check_layer_order(
+    graph: nx.DiGraph, allocation: Optional[craft_graph_to_model.Allocation] = None
+) -> None:
     """After layer allocation: every block runs after the blocks it depends on."""
-    depth = craft_graph_to_model.compute_computational_depth(graph, [])
-    for label in graph.nodes:
-        if graph.nodes[label].get(nodes.MODEL_BLOCK) is None:
-            continue
+    if allocation is None:
+        allocation = craft_graph_to_model.allocate_layers(graph)
+    half: dict = {}  # label -> half-layers (2L attention, 2L + 1 MLP) of its blocks
+    for index, layer in enumerate(allocation.layers):
+        for label, _ in layer.heads:
+            half.setdefault(label, []).append(2 * index)
+        for label, _ in layer.mlps:
+            half.setdefault(label, []).append(2 * index + 1)
+    for label, halves in half.items():
         for ancestor in nx.ancestors(graph, label):
-            if (
-                graph.nodes[ancestor].get(nodes.MODEL_BLOCK) is not None
-                and depth[ancestor] >= depth[label]
-            ):
+            if ancestor in half and max(half[ancestor]) >= min(halves):
                 raise InvariantError(
-                    f"{label} (half-layer {depth[label]}) does not run after {ancestor} "
-                    f"(half-layer {depth[ancestor]})."
+                    f"{label} (half-layer {min(halves)}) does not run after {ancestor} "
+                    f"(half-layer {max(half[ancestor])})."
                 )
+
+
+def _rows_used(w: np.ndarray) -> Set[int]:
+    return set(np.flatnonzero(np.any(np.asarray(w) != 0, axis=1)).tolist())
+
+
+def check_spec(model: assembled.AssembledTransformerModel) -> None:
+    """After assembly: the params have the spec's shapes, and every non-zero weight
+    row lies inside what the spec says its head or MLP reads or writes."""
+    spec = model.spec
+    if spec is None:
+        raise InvariantError("The assembled model has no spec.")
+    shapes = {
+        name: {k: tuple(np.shape(v)) for k, v in inner.items()}
+        for name, inner in model.params.items()
+    }
+    if shapes != spec.param_shapes():
+        raise InvariantError("The params' shapes differ from spec.param_shapes().")
+
+    def weights(layer: int, sublayer: str, linear: str) -> np.ndarray:
+        return np.asarray(model.params[spec_lib.param_name(layer, sublayer, linear)]["w"])
+
+    k = spec.key_size
+    for layer in spec.layers:
+        i = layer.index
+        wq, wk, wv = (weights(i, "attn", n) for n in ("query", "key", "value"))
+        wo = weights(i, "attn", "linear")
+        for head in layer.heads:
+            cols = slice(head.head * k, (head.head + 1) * k)
+            for what, w, allowed in (
+                ("query", wq[:, cols], head.query),
+                ("key", wk[:, cols], head.key),
+                ("value", wv[:, cols], head.value),
+                ("writes", wo[cols].T, head.writes),
+            ):
+                stray = _rows_used(w) - set(allowed)
+                if stray:
+                    raise InvariantError(f"head {head.name} ({head.label}): {what} uses {stray}.")
+        if layer.mlp is not None:
+            w1, w2 = weights(i, "mlp", "linear_1"), weights(i, "mlp", "linear_2")
+            for part in layer.mlp.parts:
+                hidden = list(part.hidden)
+                if _rows_used(w1[:, hidden]) - set(part.reads) or _rows_used(w2[hidden].T) - set(
+                    part.writes
+                ):
+                    raise InvariantError(f"MLP {i} ({part.label}) uses rows outside its spec.")
