@@ -54,7 +54,7 @@ def test_wrong_outputs_are_counted_with_negative_margin():
     """A bias of 2 on the direction length:1 makes every position decode 1."""
     program = lib.make_length()
     model = _compile(program)
-    dim = model.residual_labels.index("length:1")
+    dim = model.residual_labels.index(f"{program.label}:1")
     broken = _set_param(
         model, "transformer/layer_0/mlp/linear_2", "b", lambda b: b + 2.0 * np.eye(len(b))[dim]
     )

@@ -134,7 +134,7 @@ def test_residual_stream_holds_intermediate_values():
     final = np.asarray(out.residuals[-1][0])
     assert final.shape[-1] == len(model.residual_labels)
     doubled_dims = [
-        i for i, label in enumerate(model.residual_labels) if label.startswith("doubled:")
+        i for i, label in enumerate(model.residual_labels) if label.startswith(f"{doubled.label}:")
     ]
     values = [
         int(model.residual_labels[doubled_dims[np.argmax(final[pos, doubled_dims])]].split(":")[1])
