@@ -116,11 +116,13 @@ class DynamicValidationEvaluator(rasp.DefaultRASPEvaluator):
             if not reported:
                 self._report(
                     sop,
-                    f"Categorical aggregate {sop.label} selects {len(selected)} keys with "
-                    f"different values {_some(distinct)} at query position {query} (input "
-                    f"{list(xs)!r}): RASP gives no result there, and a compiled categorical "
-                    f"Aggregate averages the one-hots. Narrow the selector so that it selects "
-                    f"one value per query, or make the aggregate numerical.",
+                    f"Categorical aggregate does not support Selectors with width > 1 that "
+                    f"require aggregation (eg. averaging). {sop.label} selects {len(selected)} "
+                    f"keys with different values {_some(distinct)} at query position {query} "
+                    f"(input {list(xs)!r}): the evaluator averages them, as Tracr's does, but a "
+                    f"compiled categorical Aggregate averages the one-hots. Narrow the "
+                    f"selector so that it selects one value per query, or make the aggregate "
+                    f"numerical.",
                 )
                 reported = True
             out.append(None)

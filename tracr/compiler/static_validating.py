@@ -23,6 +23,12 @@ def _contains_constant_selector(selector: rasp.RASPExpr) -> bool:
 def _static_reasons(expr: rasp.RASPExpr) -> List[str]:
     """The reasons the compiler can't compile ``expr`` itself (not its children)."""
     reasons: List[str] = []
+    if isinstance(expr, (rasp.TokensType, rasp.IndicesType)) and rasp.is_numerical(expr):
+        reasons.append(
+            f"A numerical {expr.label} can't be compiled: the model embeds {expr.label} one-hot, "
+            f"so no direction would hold its value. Use a numerical Map of it instead, e.g. "
+            f"rasp.numerical(rasp.Map(lambda x: x, rasp.{expr.label}))."
+        )
     if isinstance(expr, rasp.LengthType):
         reasons.append(
             "The length primitive can't be compiled; use tracr.compiler.lib.make_length() "
@@ -38,7 +44,8 @@ def _static_reasons(expr: rasp.RASPExpr) -> List[str]:
                 )
             if expr.default is not None and expr.default != 0:
                 reasons.append(
-                    f"A numerical Aggregate must have default 0 (or None), got "
+                    f"Numerical aggregate only supports 0 as default value. A numerical "
+                    f"Aggregate must have default 0 (or None), got "
                     f"{expr.default!r}: queries that select nothing read 0 in the compiled "
                     f"model. Add the offset with a Map afterwards instead."
                 )
@@ -51,7 +58,8 @@ def _static_reasons(expr: rasp.RASPExpr) -> List[str]:
                 )
             if expr.default is not None:
                 reasons.append(
-                    f"A categorical Aggregate must have default None, got {expr.default!r}; "
+                    f"Categorical aggregate only supports None as default value. A categorical "
+                    f"Aggregate must have default None, got {expr.default!r}; "
                     f"replace missing values with a Map afterwards instead."
                 )
         if _contains_constant_selector(expr.selector):

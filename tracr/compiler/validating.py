@@ -12,9 +12,10 @@ compiler refuses the program. Two checks keep it:
   sets of basis inference) and raises NotImplementedError listing what they
   find.
 * ``dynamic_validate`` runs the program on one input and reports why the
-  evaluator has no result there: a categorical Aggregate that selects
-  several different values, a ConstantSOp of another length, a function that
-  raises an ArithmeticError. These depend on the input, so the compiler
+  compiled model can't reproduce the evaluator there: a categorical Aggregate
+  that selects several different values (the evaluator averages them, as
+  Tracr's does), a ConstantSOp of another length, a function that raises an
+  ArithmeticError. These depend on the input, so the compiler
   can't refuse them; such inputs are outside the program's meaning and the
   model's output there is arbitrary. An empty list means the evaluator (and
   so the model) has a result for that input.
@@ -30,7 +31,8 @@ Both return every problem at once, as a list of
     validating.validate(first, ["a", "a"])   # -> [] (both keys hold "a")
     validating.validate(first, ["a", "b"])
     # -> [TracrUnsupportedExpr(expr=Aggregate('aggregate_7'), reason='Categorical
-    #     aggregate aggregate_7 selects 2 keys with different values ['a', 'b'] ...')]
+    #     aggregate does not support Selectors with width > 1 that require aggregation
+    #     (eg. averaging). aggregate_7 selects 2 keys with different values ...')]
 
 See docs/fuzzing.md for how this promise is tested.
 """
