@@ -101,12 +101,18 @@ def test_add_craft_components_refuses_graphs_it_cannot_annotate():
         expr_to_craft_graph.add_craft_components_to_rasp_graph(extracted.graph)
 
 
-def test_token_ids_are_sorted_with_bos_and_pad():
-    model = compiling.compile_rasp_to_model(rasp.tokens == "b", {"c", "a", "b"}, 2)
-    want = bases.sort_directions(
-        D("tokens", v) for v in ["a", "b", "c", "compiler_bos", "compiler_pad"]
-    )
-    assert model.input_encoder.encoding_map == {d.value: i for i, d in enumerate(want)}
+@pytest.mark.parametrize(
+    "vocab, order",
+    [
+        ({"c", "a", "b"}, ["a", "b", "c", "compiler_bos", "compiler_pad"]),
+        ({3, 1, 2}, ["compiler_bos", "compiler_pad", 1, 2, 3]),  # Tracr: str < int
+    ],
+)
+def test_token_ids_follow_tracrs_order_with_bos_and_pad(vocab, order):
+    model = compiling.compile_rasp_to_model(rasp.tokens == 2, vocab, 2)
+    assert model.input_encoder.encoding_map == {v: i for i, v in enumerate(order)}
+    got = model.apply(["compiler_bos", *sorted(vocab)[:2]]).decoded[1:]
+    assert got == (rasp.tokens == 2)(sorted(vocab)[:2])
 
 
 @pytest.mark.parametrize(
