@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tracr import cli
-from tracr.rasp import rasp
+from tracr.rasp import rasp, traversal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -75,7 +75,8 @@ def test_a_model_that_disagrees_is_not_saved(tmp_path, monkeypatch, capsys):
     real = compiling.compile_rasp_to_model
 
     def wrong_program_compiled(program, **kwargs):  # length is always 1
-        return real(rasp.Map(lambda x: 1, rasp.tokens).named(program.label), **kwargs)
+        wrong = rasp.Map(lambda x: 1, rasp.tokens)
+        return real(traversal.in_place_of(wrong, program), **kwargs)
 
     monkeypatch.setattr(compiling, "compile_rasp_to_model", wrong_program_compiled)
     target = tmp_path / "model"

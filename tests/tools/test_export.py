@@ -10,6 +10,7 @@ import pytest
 from tracr.compiler import compiling, equivalence
 from tracr.compiler.library_cases import CASES_BY_NAME
 from tracr.export import to_transformer_lens
+from tracr.rasp import causal_eval, rasp
 
 MAX_SEQ_LEN = 4
 
@@ -103,7 +104,7 @@ def test_numpy_forward_over_exported_weights_matches_model(name, causal):
         np.testing.assert_array_equal(logits.argmax(-1)[real], unembedded[real])
         got = np.array(exported.output_values, dtype=object)[logits.argmax(-1)]
     # And the numpy forward computes the program itself.
-    evaluate = equivalence.causal_eval.evaluate if causal else equivalence.rasp.evaluate
+    evaluate = causal_eval.evaluate if causal else rasp.evaluate
     numerical = exported.output_values is None
     for x, row in zip(inputs, got):
         for expected, value in zip(evaluate(program, list(x)), row[1:]):

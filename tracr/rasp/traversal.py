@@ -11,9 +11,11 @@ fuzzer) needs the same traversal: each expression once, children first::
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, TypeVar
 
 from tracr.rasp import rasp
+
+ExprT = TypeVar("ExprT", bound=rasp.RASPExpr)
 
 
 def walk(program: rasp.RASPExpr) -> List[rasp.RASPExpr]:
@@ -81,6 +83,18 @@ def same_expression(a: rasp.RASPExpr, b: rasp.RASPExpr, memo: Optional[Dict] = N
             )
         )
     return memo[key]
+
+
+def in_place_of(new: ExprT, old: rasp.RASPExpr) -> ExprT:
+    """A copy of ``new`` with ``old``'s annotations and label, to stand in for ``old``.
+
+    Rewriting passes (e.g. lowering combined selectors) rebuild expressions whose
+    inputs changed; the rebuilt ones keep the labels the user's program has, so that
+    value sets, residual labels and reports still name the user's expressions.
+    """
+    out = rasp.annotate(new, **dict(old.annotations))
+    out.__dict__["unique_id"] = old.unique_id  # the cached_property's slot
+    return out
 
 
 def contains(expr: rasp.RASPExpr, kind: type) -> bool:
