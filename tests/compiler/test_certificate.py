@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tracr.compiler import certificate, compiling, equivalence, lib
+from tracr.compiler import certificate, compiling, equivalence, lib, validating
 from tracr.rasp import rasp
 
 VOCAB = {"a", "b", "c"}
@@ -54,7 +54,7 @@ def test_wrong_outputs_are_counted_with_negative_margin():
     """A bias of 2 on the direction length:1 makes every position decode 1."""
     program = lib.make_length()
     model = _compile(program)
-    dim = model.residual_labels.index("length:1")
+    dim = model.residual_labels.index(f"{program.label}:1")
     broken = _set_param(
         model, "transformer/layer_0/mlp/linear_2", "b", lambda b: b + 2.0 * np.eye(len(b))[dim]
     )
@@ -72,7 +72,10 @@ def test_intermediate_sops_are_read_from_the_residual_stream():
     program = lib.make_reverse(rasp.tokens)
     cert = certificate.certify(_compile(program), program)
     labels = [m.label for m in cert.intermediates]
-    assert {"length", "opp_idx", "opp_idx-1"} <= set(labels)
+    named = {
+        e.label for e in validating.walk(program) if e.name in ("length", "opp_idx", "opp_idx-1")
+    }
+    assert len(named) == 3 and named <= set(labels)  # length, opp_idx and opp_idx - 1
     assert cert.weakest_intermediate is not None
     for margin in cert.intermediates:
         assert margin.exact and margin.min_margin > 1 - 1e-5, margin.describe()

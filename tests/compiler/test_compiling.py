@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tracr.compiler import compiling, equivalence
+from tracr.compiler import compiling, equivalence, lib, validating
 from tracr.rasp import rasp
 
 VOCAB = {1, 2, 3}
@@ -134,7 +134,7 @@ def test_residual_stream_holds_intermediate_values():
     final = np.asarray(out.residuals[-1][0])
     assert final.shape[-1] == len(model.residual_labels)
     doubled_dims = [
-        i for i, label in enumerate(model.residual_labels) if label.startswith("doubled:")
+        i for i, label in enumerate(model.residual_labels) if label.startswith(f"{doubled.label}:")
     ]
     values = [
         int(model.residual_labels[doubled_dims[np.argmax(final[pos, doubled_dims])]].split(":")[1])
@@ -220,3 +220,58 @@ def test_parameters_are_identical_across_processes():
     ]
     assert runs[0] == runs[1] == runs[2]
     assert "'BOS'" in runs[0]
+
+
+# ------------------------------------------- program shapes Tracr users published
+#
+# InterpBench, TracrBench, inverse-tracr and decompile-tracr could not be downloaded
+# here; these are the shapes their programs use, written out: parts with plain names
+# that repeat across the program, frac_prevs, sort, hist, pair balance, selector
+# combinations, and numerical means.
+
+
+def _published_shapes():
+    tok, idx = rasp.tokens, rasp.indices
+    C = rasp.Comparison
+    brackets = {"(", ")", "{", "}"}
+    yield "shuffle_dyck_two_pairs", lib.make_shuffle_dyck(["()", "{}"]), brackets, 4
+    yield "pair_balance", lib.make_pair_balance(tok, "(", ")"), {"(", ")", "x"}, 4
+    frac_a = lib.make_frac_prevs(rasp.numerical(tok == "a").named("bools"))
+    frac_b = lib.make_frac_prevs(rasp.numerical(tok == "b").named("bools"))
+    two_fracs = rasp.numerical(rasp.LinearSequenceMap(frac_a, frac_b, 1, -1)).named("diff")
+    yield "frac_prevs_named_alike", two_fracs, {"a", "b", "c"}, 4
+    yield "sort", lib.make_sort(tok, tok, max_seq_len=4, min_key=1), {1, 2, 3}, 4
+    yield "sort_of_hist", lib.make_sort(tok, lib.make_hist(), max_seq_len=4, min_key=1), {1, 2}, 4
+    full_and = rasp.Select(rasp.Full(1), idx, C.LEQ) & rasp.Select(tok, idx, C.GT)
+    yield "selector_and_with_full", rasp.SelectorWidth(full_and), {0, 1, 2, 3}, 4
+    full_or = rasp.Select(tok, rasp.Full(2), C.LT) | rasp.Select(tok, idx, C.EQ)
+    yield "selector_or_with_full", rasp.SelectorWidth(full_or), {0, 1, 2, 3}, 4
+    nested = (rasp.Select(tok, tok, C.EQ) & rasp.Select(idx, idx, C.LEQ)) | ~rasp.Select(
+        tok, tok, C.LT
+    )
+    yield "selector_combination", rasp.SelectorWidth(nested), {1, 2, 3}, 4
+    tripled = rasp.numerical(rasp.Map(lambda x: 3 * x, tok))
+    mean = rasp.numerical(rasp.Aggregate(rasp.Select(idx, idx, C.LEQ), tripled, default=0))
+    yield "numerical_mean_of_non_binary_values", mean, {1, 2, 3}, 3
+    yield "categorical_linear_sequence_map", rasp.LinearSequenceMap(tok, idx, 2, -1), {1, 2, 3}, 4
+
+
+PUBLISHED = list(_published_shapes())
+
+
+@pytest.mark.parametrize("name,program,vocab,n", PUBLISHED, ids=[p[0] for p in PUBLISHED])
+def test_published_program_shapes_compile_exactly(name, program, vocab, n):
+    _check_exhaustive(program, vocab, n)
+
+
+def test_shuffle_dyck_names_each_pairs_parts_alike():
+    program = lib.make_shuffle_dyck(["()", "{}"])
+    parts = [e for e in validating.walk(program) if e.name == "bools_open"]
+    assert len(parts) == 2 and parts[0].label != parts[1].label
+
+
+@pytest.mark.parametrize("sop", [rasp.tokens, rasp.indices], ids=["tokens", "indices"])
+def test_numerical_inputs_are_refused_not_compiled_to_zeros(sop):
+    with pytest.raises(NotImplementedError, match=f"numerical {sop.label} can't be compiled"):
+        compiling.compile_rasp_to_model(rasp.numerical(sop), VOCAB, 3)
+    _check_exhaustive(rasp.numerical(rasp.Map(lambda x: x, sop)), VOCAB, 3)

@@ -29,7 +29,7 @@ def test_length():
     assert lib.make_length()(list("abc")) == [3, 3, 3]
     assert lib.make_length()([]) == []
     assert lib.length(["x"]) == [1]
-    assert lib.make_length().label == "length"
+    assert lib.make_length().name == "length"
     assert isinstance(lib.make_length(), rasp.SelectorWidth)
     assert lib.make_length() is not lib.make_length()
 
@@ -40,7 +40,7 @@ def test_length():
 )
 def test_reverse(xs, expected):
     prog = lib.make_reverse(tokens)
-    assert prog.label == "reverse"
+    assert prog.name == "reverse"
     assert prog(xs) == expected
 
 
@@ -54,13 +54,13 @@ def test_reverse_of_a_derived_sop():
 )
 def test_hist(xs, expected):
     prog = lib.make_hist()
-    assert prog.label == "hist"
+    assert prog.name == "hist"
     assert prog(xs) == expected
 
 
 def test_sort_unique():
     prog = lib.make_sort_unique(tokens, tokens)
-    assert prog.label == "sort"
+    assert prog.name == "sort"
     assert prog([2, 4, 3, 1]) == [1, 2, 3, 4]
     assert lib.make_sort_unique(indices, tokens)([30, 10, 20]) == [1, 2, 0]
 
@@ -71,7 +71,7 @@ def test_sort_unique():
 )
 def test_sort(xs, expected):
     prog = lib.make_sort(tokens, tokens, max_seq_len=5, min_key=1)
-    assert prog.label == "sort"
+    assert prog.name == "sort"
     assert prog(xs) == expected
 
 
@@ -96,14 +96,14 @@ def test_sort_rejects_bad_max_seq_len():
 
 def test_sort_freq():
     prog = lib.make_sort_freq(5)
-    assert prog.label == "sort_freq"
+    assert prog.name == "sort_freq"
     assert prog(list("abbcc")) == list("bbcca")
     assert prog(list("aab")) == list("aab")
 
 
 def test_frac_prevs():
     prog = lib.make_frac_prevs(tokens == "x")
-    assert prog.label == "frac_prevs"
+    assert prog.name == "frac_prevs"
     assert rasp.is_numerical(prog)
     assert prog(list("xyxx")) == pytest.approx([1.0, 0.5, 2 / 3, 0.75])
     assert prog([]) == []
@@ -114,7 +114,7 @@ def test_frac_prevs():
 
 def test_pair_balance():
     prog = lib.make_pair_balance(tokens, "(", ")")
-    assert prog.label == "pair_balance"
+    assert prog.name == "pair_balance"
     assert rasp.is_numerical(prog)
     assert isinstance(prog, rasp.LinearSequenceMap)
     assert (prog.fst_fac, prog.snd_fac) == (1, -1)
@@ -141,7 +141,7 @@ def _is_shuffle_dyck(s, pairs):
 def test_shuffle_dyck(s):
     pairs = ["()", "{}"]
     prog = lib.make_shuffle_dyck(pairs)
-    assert prog.label == "shuffle_dyck"
+    assert prog.name == "shuffle_dyck"
     assert prog(list(s)) == [_is_shuffle_dyck(s, pairs)] * len(s)
 
 
@@ -149,7 +149,7 @@ def test_shuffle_dyck(s):
 def test_shuffle_dyck_one_pair_and_dyck2(s):
     assert lib.make_shuffle_dyck(["()"])(list(s)) == [_is_shuffle_dyck(s, ["()"])] * len(s)
     prog = lib.make_shuffle_dyck2()
-    assert prog.label == "shuffle_dyck2"
+    assert prog.name == "shuffle_dyck2"
     assert prog(list(s)) == [_is_shuffle_dyck(s, ["()", "{}"])] * len(s)
 
 
@@ -162,12 +162,12 @@ def test_shuffle_dyck_rejects_bad_pairs(pairs):
 def test_shift_by():
     assert lib.shift_by(1, tokens)(list("abc")) == [None, "a", "b"]
     assert lib.shift_by(2, tokens)(list("abc")) == [None, None, "a"]
-    assert lib.shift_by(1, tokens).label == "shift_by(1)"
+    assert lib.shift_by(1, tokens).name == "shift_by(1)"
 
 
 def test_detect_pattern():
     prog = lib.detect_pattern(tokens, "abc")
-    assert prog.label == "detect_pattern(abc)"
+    assert prog.name == "detect_pattern(abc)"
     assert prog(list("abcabc")) == [None, None, True, False, False, True]
     assert lib.detect_pattern(tokens, "a")(list("aba")) == [True, False, True]
     assert lib.detect_pattern(tokens, "aa")(list("aaab")) == [None, True, True, False]
@@ -177,7 +177,7 @@ def test_detect_pattern():
 
 def test_count_less_freq():
     prog = lib.make_count_less_freq(2)
-    assert prog.label == "count_less_freq"
+    assert prog.name == "count_less_freq"
     assert prog(list("aaabbc")) == [3] * 6
     assert prog(list("aacbbc")) == [6] * 6
     assert lib.make_count_less_freq(1)(list("aab")) == [1, 1, 1]
@@ -185,7 +185,7 @@ def test_count_less_freq():
 
 def test_count():
     prog = lib.make_count(tokens, "a")
-    assert prog.label == "count_a"
+    assert prog.name == "count_a"
     assert prog(list("aab")) == [2, 2, 2]
     assert prog(list("bbb")) == [0, 0, 0]
 
@@ -254,7 +254,7 @@ def test_library_avoids_the_length_primitive():
 def test_sort_with_duplicate_keys_needs_make_sort():
     # Two different values move to one position: no result, reported.
     problems = validating.validate(lib.make_sort_unique(indices, tokens), [1, 1, 2])
-    assert len(problems) == 1 and problems[0].expr.label == "sort"
+    assert len(problems) == 1 and problems[0].expr.name == "sort"
     # Equal values at one position are fine: RASP and the model give that value.
     assert validating.validate(lib.make_sort_unique(tokens, tokens), [1, 1, 2]) == []
     assert (

@@ -93,5 +93,4 @@ def test_evaluator_class():
     evaluator = causal_eval.CausalEvaluator()
     assert isinstance(evaluator, rasp.DefaultRASPEvaluator)
     assert evaluator.evaluate(rasp.length, [0, 0]) == [1, 2]
-    with pytest.raises(TypeError, match="list of tokens"):
-        evaluator.evaluate(tokens, "ab")
+    assert evaluator.evaluate(rasp.length, "ab") == [1, 2]

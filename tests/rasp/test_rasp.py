@@ -1,5 +1,6 @@
 """Tests for the RASP language and its reference evaluator (tracr.rasp.rasp)."""
 
+import itertools
 import re
 import subprocess
 import sys
@@ -196,15 +197,21 @@ def test_numerical_mean_is_exact_fraction():
     assert frac([1, 0, 1]) == pytest.approx([1.0, 0.5, 2 / 3])
 
 
-def test_categorical_aggregate_of_different_values_raises():
-    agg = rasp.Aggregate(rasp.Select(tokens, tokens, C.TRUE), tokens).named("bad_agg")
-    with pytest.raises(ValueError, match=r"bad_agg.*several different values.*position 0"):
-        agg(["a", "b"])
+def test_categorical_aggregate_of_several_values_averages_as_tracr():
+    agg = rasp.Aggregate(rasp.Select(tokens, tokens, C.TRUE), tokens)
+    assert agg([1, 2, 6]) == [3.0, 3.0, 3.0]
+    assert agg(["a", "b"]) == ["ab", "ab"]
+    assert agg([True, True]) == [True, True] and agg([True, True])[0] is True
+    bad = agg.named("bad_agg")
+    with pytest.raises(ValueError, match=r"^Unsupported type for aggregation.*bad_agg.*position 0"):
+        bad([(1,), (2,)])
 
 
 def test_constant_sop_length_mismatch():
-    with pytest.raises(ValueError, match="length 2 but the input has length 3"):
+    with pytest.raises(ValueError, match=r"^Constant len 2 doesn't match input len 3\."):
         rasp.ConstantSOp([1, 2])([0, 0, 0])
+    assert rasp.ConstantSOp([1, 2], check_length=False)([0, 0, 0]) == [1, 2]
+    assert rasp.ConstantSOp("ab")([0, 0]) == ["a", "b"]
 
 
 def test_constant_selector_length_mismatch():
@@ -249,7 +256,13 @@ def test_evaluation_is_thread_safe():
     assert all(got == want for got, want in results.values())
 
 
-@pytest.mark.parametrize("bad", ["abc", 3, None, {"a": 1}])
+def test_a_string_input_is_the_sequence_of_its_characters():
+    assert tokens("hello") == list("hello")
+    assert rasp.evaluate(indices, "abc") == [0, 1, 2]
+    assert (tokens == "l")("hello") == [False, False, True, True, False]
+
+
+@pytest.mark.parametrize("bad", [3, None, {"a": 1}])
 def test_non_list_input_raises_type_error(bad):
     with pytest.raises(TypeError, match="list of tokens"):
         tokens(bad)
@@ -328,7 +341,7 @@ def test_attributes_used_by_the_compiler():
         lambda: rasp.Aggregate(tokens, tokens),
         lambda: rasp.SelectorWidth(tokens),
         lambda: rasp.LinearSequenceMap(tokens, indices, "2", 1),
-        lambda: rasp.ConstantSOp("abc"),
+        lambda: rasp.ConstantSOp(3),
     ],
 )
 def test_constructors_reject_wrong_types(build):
@@ -536,9 +549,31 @@ _KINDS = [
 def test_default_labels(build, kind):
     expr = build()
     assert re.fullmatch(rf"{kind}_\d+", expr.label)
-    assert expr.label == expr.name == expr.annotations["name"]
+    assert expr.name == expr.annotations["name"] == kind
     assert expr.label == f"{kind}_{expr.unique_id}"
-    assert rasp.default_name(expr) == {"name": expr.label}
+    assert rasp.default_name(expr) == {"name": kind}
+
+
+@pytest.mark.parametrize("sop", [tokens, indices, rasp.length], ids=["tokens", "indices", "length"])
+def test_inputs_are_labelled_by_their_bare_names(sop):
+    assert sop.label == sop.name == type(sop)._kind
+
+
+def test_ids_can_be_reset_for_reproducible_labels():
+    saved = rasp.RASPExpr._ids
+    try:
+        rasp.RASPExpr._ids = itertools.count(1)
+        first = [e.label for e in (tokens + 1, rasp.Full(2).named("two"))]
+        rasp.RASPExpr._ids = itertools.count(1)
+        second = [e.label for e in (tokens + 1, rasp.Full(2).named("two"))]
+    finally:
+        rasp.RASPExpr._ids = saved
+    assert first == second == ["map_1", "two_2"]
+
+
+def test_unique_id_is_cached():
+    m = tokens + 1
+    assert m.unique_id == m.unique_id and m.label == m.label
 
 
 def test_labels_are_unique_within_a_program():
@@ -577,7 +612,8 @@ def test_named_returns_a_renamed_copy():
     m = tokens + 1
     original = m.label
     n = m.named("plus_one")
-    assert n.label == "plus_one" and m.label == original
+    assert n.name == "plus_one" and n.label == f"plus_one_{n.unique_id}"
+    assert m.label == original and n.unique_id != m.unique_id
     assert n is not m and isinstance(n, rasp.Map)
     assert n([1]) == [2]
     with pytest.raises(TypeError, match="non-empty str"):
@@ -599,13 +635,19 @@ def test_annotations_are_immutable_and_merged():
     }
     assert "color" not in m.annotations
     b = rasp.annotate(a, size=2)
-    assert b.label == "m" and b.annotations["color"] == "red" and b.annotations["size"] == 2
+    assert (
+        b.name == "m"
+        and b.label != a.label
+        and b.annotations["color"] == "red"
+        and b.annotations["size"] == 2
+    )
 
 
-def test_annotate_keeps_default_name():
+def test_annotate_keeps_default_name_with_a_new_id():
     m = tokens + 1
-    assert rasp.annotate(m, foo=1).label == m.label
-    assert rasp.numerical(m).label == m.label
+    for copy in (rasp.annotate(m, foo=1), rasp.numerical(m)):
+        assert copy.name == m.name == "map"
+        assert copy.unique_id != m.unique_id and copy.label != m.label
 
 
 def test_annotations_setter():
@@ -621,10 +663,12 @@ def test_default_annotators_is_empty_and_read_only():
         rasp.DEFAULT_ANNOTATORS["x"] = lambda e: 1  # type: ignore[index]
 
 
-def test_copy_keeps_label_and_is_a_new_object():
-    m = tokens + 1
+def test_copy_keeps_name_and_gets_a_new_id():
+    m = (tokens + 1).named("m")
+    m_label = m.label
     c = m.copy()
-    assert c is not m and c.label == m.label and c.inner is m.inner
+    assert c is not m and c.name == m.name and c.inner is m.inner
+    assert c.unique_id != m.unique_id and c.label != m_label == m.label
 
 
 def test_unique_ids_differ():
@@ -698,3 +742,51 @@ def test_print_arrays(capsys):
         debugging.print_arrays([np.zeros(2)], labels=["a", "b"])
     with pytest.raises(ValueError, match="shape"):
         debugging.print_arrays([np.zeros((1, 1, 1))])
+
+
+# -------------------------------------------------------- Tracr's simplifications
+
+
+@pytest.mark.parametrize("combine", [rasp.selector_and, rasp.selector_or])
+def test_selector_combination_with_a_full_side_is_one_select(combine):
+    x = tokens + 1
+    full = rasp.Full(2)
+    cases = [
+        (rasp.Select(full, indices, C.LT), rasp.Select(x, indices, C.EQ), x, indices),
+        (rasp.Select(x, indices, C.EQ), rasp.Select(full, indices, C.LT), x, indices),
+        (rasp.Select(x, full, C.GEQ), rasp.Select(x, indices, C.NEQ), x, indices),
+        (rasp.Select(full, indices, C.LT), rasp.Select(x, full, C.GT), x, indices),
+    ]
+    for fst, snd, keys, queries in cases:
+        sel = combine(fst, snd)
+        assert isinstance(sel, rasp.Select) and sel.keys is keys and sel.queries is queries
+        unsimplified = combine(fst, snd, simplify=False)
+        assert not isinstance(unsimplified, rasp.Select)
+        for xs in itertools.product(range(4), repeat=3):
+            assert sel(list(xs)) == unsimplified(list(xs)), (fst, snd, xs)
+
+
+def test_selector_combination_of_unrelated_selects_is_not_simplified():
+    a, b = rasp.Select(tokens, indices, C.EQ), rasp.Select(indices, tokens, C.EQ)
+    assert isinstance(rasp.selector_and(a, b), rasp.SelectorAnd)
+    assert isinstance(rasp.selector_or(a, b), rasp.SelectorOr)
+
+
+def test_sequence_map_of_one_sop_twice_warns(caplog):
+    with caplog.at_level("WARNING", logger="tracr.rasp.rasp"):
+        rasp.SequenceMap(lambda x, y: x + y, tokens, tokens)
+    assert any("both inputs being the same SOp" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tracr.rasp.rasp"):
+        rasp.SequenceMap(lambda x, y: x + y, tokens, indices)
+    assert not caplog.records
+
+
+def test_ignored_arithmetic_errors_are_logged(caplog):
+    safe = errors.ignoring_arithmetic_errors(lambda x: 1 / x)
+    with caplog.at_level("WARNING", logger="tracr.utils.errors"):
+        assert safe(0) is None
+    assert any(
+        r.getMessage().startswith("Encountered arithmetic error in function")
+        for r in caplog.records
+    )

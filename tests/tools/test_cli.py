@@ -2,13 +2,14 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from tracr import cli
-from tracr.rasp import rasp
+from tracr.rasp import rasp, traversal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -74,7 +75,8 @@ def test_a_model_that_disagrees_is_not_saved(tmp_path, monkeypatch, capsys):
     real = compiling.compile_rasp_to_model
 
     def wrong_program_compiled(program, **kwargs):  # length is always 1
-        return real(rasp.Map(lambda x: 1, rasp.tokens).named(program.label), **kwargs)
+        wrong = rasp.Map(lambda x: 1, rasp.tokens)
+        return real(traversal.in_place_of(wrong, program), **kwargs)
 
     monkeypatch.setattr(compiling, "compile_rasp_to_model", wrong_program_compiled)
     target = tmp_path / "model"
@@ -134,7 +136,9 @@ def test_run_program_with_residuals_prints_named_table():
     table = lines[after + 2 : lines.index("", after)]
     rows = {line.split()[0]: line.split()[1:] for line in table}
     assert len(rows) == 10  # the residual width of frac_prevs at max_seq_len 4
-    assert rows["frac_prevs"] == [".", "1", "0.5", "0.667", "0.75"]
+    # The output's row is labelled frac_prevs_<id>, as in Tracr.
+    (output_row,) = [row for name, row in rows.items() if re.fullmatch(r"frac_prevs_\d+", name)]
+    assert output_row == [".", "1", "0.5", "0.667", "0.75"]
     assert rows["one"] == ["1"] * 5
     assert rows["tokens:y"] == [".", ".", "1", ".", "."]
 

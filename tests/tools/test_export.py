@@ -10,6 +10,7 @@ import pytest
 from tracr.compiler import compiling, equivalence
 from tracr.compiler.library_cases import CASES_BY_NAME
 from tracr.export import to_transformer_lens
+from tracr.rasp import causal_eval, rasp
 
 MAX_SEQ_LEN = 4
 
@@ -103,7 +104,7 @@ def test_numpy_forward_over_exported_weights_matches_model(name, causal):
         np.testing.assert_array_equal(logits.argmax(-1)[real], unembedded[real])
         got = np.array(exported.output_values, dtype=object)[logits.argmax(-1)]
     # And the numpy forward computes the program itself.
-    evaluate = equivalence.causal_eval.evaluate if causal else equivalence.rasp.evaluate
+    evaluate = causal_eval.evaluate if causal else rasp.evaluate
     numerical = exported.output_values is None
     for x, row in zip(inputs, got):
         for expected, value in zip(evaluate(program, list(x)), row[1:]):
@@ -113,7 +114,8 @@ def test_numpy_forward_over_exported_weights_matches_model(name, causal):
 
 def test_names_shapes_and_config():
     case = CASES_BY_NAME["sort_unique"]
-    model = compiling.compile_rasp_to_model(case.program(MAX_SEQ_LEN), set(case.vocab), 4)
+    program = case.program(MAX_SEQ_LEN)
+    model = compiling.compile_rasp_to_model(program, set(case.vocab), 4)
     exported = to_transformer_lens(model)
     cfg = exported.config
     d, h, k, m = cfg["d_model"], cfg["n_heads"], cfg["d_head"], cfg["d_mlp"]
@@ -151,9 +153,11 @@ def test_names_shapes_and_config():
     assert exported.tokens[exported.bos_token_id] == "compiler_bos"
     assert exported.tokens[exported.pad_token_id] == "compiler_pad"
     assert exported.output_values == (1, 2, 3)
-    # W_U selects the output dimensions named sort:1, sort:2, sort:3.
+    # W_U selects the output dimensions <sort's label>:1, :2, :3.
     rows = exported.state_dict["unembed.W_U"].argmax(0)
-    assert [exported.residual_labels[r] for r in rows] == ["sort:1", "sort:2", "sort:3"]
+    assert [exported.residual_labels[r] for r in rows] == [
+        f"{program.label}:{v}" for v in (1, 2, 3)
+    ]
     # W_Q of head 0 in layer 0 is our query weight, reshaped per head.
     ours = np.asarray(model.params["transformer/layer_0/attn/query"]["w"]).reshape(d, h, k)
     np.testing.assert_array_equal(exported.state_dict["blocks.0.attn.W_Q"][0], ours[:, 0, :])

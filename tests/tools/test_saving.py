@@ -111,7 +111,8 @@ def test_metadata_is_kept(tmp_path):
 
 
 def test_files_are_plain_json_and_npz(tmp_path):
-    model = compiling.compile_rasp_to_model(lib.make_hist(), {"a", "b"}, 2)
+    hist = lib.make_hist()
+    model = compiling.compile_rasp_to_model(hist, {"a", "b"}, 2)
     saving.save_model(model, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "params.npz"]
     doc = json.loads((tmp_path / "model.json").read_text())
@@ -123,7 +124,9 @@ def test_files_are_plain_json_and_npz(tmp_path):
         "encoding": "categorical",
         "values": [{"type": "int", "value": v} for v in range(3)],
     }
-    assert [model.residual_labels[i] for i in doc["unembedding"]] == ["hist:0", "hist:1", "hist:2"]
+    assert [model.residual_labels[i] for i in doc["unembedding"]] == [
+        f"{hist.label}:{v}" for v in range(3)
+    ]
     with np.load(tmp_path / "params.npz", allow_pickle=False) as arrays:
         assert arrays["token_embed/embeddings"].dtype == np.float32
         assert arrays["token_embed/embeddings"].shape == (4, len(model.residual_labels))

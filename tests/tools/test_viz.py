@@ -67,7 +67,7 @@ def test_residual_figure_labels_dimensions_positions_and_stages(sort_model):
 def test_attention_figure_shows_each_used_head_with_its_roles(sort_model):
     assert viz.used_heads(sort_model, 1) == [0]
     roles = viz.head_roles(sort_model, 1, 0)
-    assert roles["writes"] == "sort"
+    assert roles["writes"] == sort_model.spec.output.label
     # Select(keys=target_pos, queries=indices): position i reads the key whose
     # target position is i.
     assert "indices" in roles["query"] and "target_pos" in roles["key"]

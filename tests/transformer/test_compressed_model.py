@@ -167,3 +167,27 @@ def test_embeddings_without_batch_axis_are_refused():
 
     with pytest.raises(ValueError, match=r"embeddings must be \[B, T, D\]"):
         hk.transform(f).init(jax.random.PRNGKey(0), embeddings[0], mask[0])
+
+
+def test_layer_norm_parameters_have_tracrs_names():
+    embeddings, mask = _inputs()
+    key = jax.random.PRNGKey(1)
+    plain = _shapes(jax.eval_shape(_plain(_config(True)).init, key, embeddings, mask))
+    norms = {name: shape for name, shape in plain.items() if "layer_norm" in name[0]}
+    want = {}
+    for scope in ("transformer/layer_0", "transformer/layer_1", "transformer"):
+        for suffix in (
+            ("/layer_norm", "/layer_norm_1") if scope != "transformer" else ("/layer_norm",)
+        ):
+            for param in ("scale", "offset"):
+                want[(scope + suffix, param)] = (D,)
+    assert norms == want
+
+
+def test_compressed_layer_norm_acts_on_the_compressed_stream():
+    embeddings, mask = _inputs()
+    key = jax.random.PRNGKey(1)
+    shapes = _shapes(jax.eval_shape(_compressed(_config(True), 4).init, key, embeddings, mask))
+    norms = {shape for name, shape in shapes.items() if "layer_norm" in name[0]}
+    assert norms == {(4,)}
+    assert shapes[("transformer", "w_emb")] == (4, D)

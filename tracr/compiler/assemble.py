@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from tracr.craft import bases, transformers
+from tracr.craft import bases, transformers, vectorspace_fns
 from tracr.transformer import assembled
 from tracr.transformer import spec as spec_lib
 
@@ -26,9 +26,37 @@ ModelForward = assembled.ModelForward
 EmbeddingModules = assembled.EmbeddingModules
 apply_one = assembled.apply_one
 build_assembled_model = assembled.build_assembled_model
-_make_embedding_modules = assembled.embedding_modules
 
 _ONE_DIRECTION = bases.BasisDirection("one")
+
+
+def _make_embedding_modules(
+    residual_space: bases.VectorSpaceWithBasis,
+    tokens_space: bases.VectorSpaceWithBasis,
+    indices_space: bases.VectorSpaceWithBasis,
+    output_space: bases.VectorSpaceWithBasis,
+) -> EmbeddingModules:
+    """Tracr's embedding modules from vector spaces (call inside ``hk.transform``).
+
+    Decompilers and circuit tools build embeddings this way, so the signature and
+    behaviour are Tracr's: token id i embeds ``tokens_space.basis[i]`` plus the
+    ``one`` direction (if the residual space has it), position i embeds
+    ``indices_space.basis[i]``, and the unembedding projects onto ``output_space``
+    (argmax for categorical outputs). Compiled models build theirs in
+    ``assemble_craft_model``, where position 0 (BOS) has no index direction.
+
+    Args:
+      residual_space: the model's whole residual space.
+      tokens_space: the directions token ids embed to, in id order.
+      indices_space: the directions positions embed to, in position order.
+      output_space: the directions the unembedding reads.
+    """
+    token_matrix = vectorspace_fns.project(tokens_space, residual_space).matrix
+    if _ONE_DIRECTION in residual_space:
+        token_matrix[:, residual_space.index_by_direction[_ONE_DIRECTION]] = 1.0
+    pos_matrix = vectorspace_fns.project(indices_space, residual_space).matrix
+    unembed_matrix = vectorspace_fns.project(residual_space, output_space).matrix
+    return assembled.embedding_modules(token_matrix, pos_matrix, unembed_matrix)
 
 
 param_name = spec_lib.param_name

@@ -30,6 +30,7 @@ import numpy as np
 from tracr.compiler import nodes
 from tracr.craft import bases
 from tracr.rasp import rasp
+from tracr.utils import errors
 from tracr.utils.value_sets import SortedNumbers
 
 Node = nodes.Node
@@ -47,7 +48,7 @@ class InferBasesOutput:
 def _apply_all(f: Callable[..., Any], *value_sets: Iterable[Any]) -> Set[Any]:
     """Every non-None output of f over the product of the value sets.
 
-    Inputs where f raises an ArithmeticError are skipped (as with
+    Inputs where f raises an ArithmeticError are skipped, with a warning (as with
     `errors.ignoring_arithmetic_errors`). f runs once per element of the
     product, millions of times for SOps over numerical means, so the usual
     case (f raises nothing) maps f in C, and only a raise falls back to a loop.
@@ -67,19 +68,16 @@ def _apply_all(f: Callable[..., Any], *value_sets: Iterable[Any]) -> Set[Any]:
         return out
     out = set()
     add = out.add
-    if len(value_sets) == 1:
-        for x in value_sets[0]:
-            try:
-                y = f(x)
-            except ArithmeticError:
-                continue
-            if y is not None:
-                add(y)
-        return out
-    for args in itertools.product(*value_sets):
+    logged = False
+    single = len(value_sets) == 1
+    arg_tuples = ((x,) for x in value_sets[0]) if single else itertools.product(*value_sets)
+    for args in arg_tuples:
         try:
             y = f(*args)
-        except ArithmeticError:
+        except ArithmeticError as e:
+            if not logged:  # once per function: it may run millions of times
+                errors.log_ignored_arithmetic_error(f, args, e)
+                logged = True
             continue
         if y is not None:
             add(y)

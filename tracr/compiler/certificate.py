@@ -50,10 +50,11 @@ import numpy as np
 
 from tracr.compiler import assemble, equivalence, validating
 from tracr.craft import bases
-from tracr.rasp import causal_eval, rasp
+from tracr.rasp import rasp
 
-# Inputs whose evaluation raises these are outside the program's domain (e.g. a
-# categorical Aggregate that would select two different values) and are skipped.
+# Inputs whose evaluation raises these, or that dynamic validation flags (e.g. a
+# categorical Aggregate that selects two different values), are outside the
+# program's domain and are skipped.
 _EVALUATION_ERRORS = (ValueError, ArithmeticError, TypeError)
 
 
@@ -188,7 +189,13 @@ class _Recorder:
     """Evaluates a program once per input and keeps every SOp's value by label."""
 
     def __init__(self, causal: bool):
-        base = causal_eval.CausalEvaluator if causal else rasp.DefaultRASPEvaluator
+        # The evaluator averages what a categorical Aggregate selects, as Tracr's does;
+        # this one reports it instead (the input is then outside the domain).
+        base = (
+            validating.CausalDynamicValidationEvaluator
+            if causal
+            else validating.DynamicValidationEvaluator
+        )
         values: Dict[str, list] = {}
 
         class Recording(base):  # type: ignore[misc, valid-type]
@@ -203,7 +210,10 @@ class _Recorder:
 
     def __call__(self, program: rasp.SOp, xs: Sequence[Any]) -> Dict[str, list]:
         self.values.clear()
+        self._evaluator.unsupported_exprs.clear()
         self._evaluator.evaluate(program, list(xs))
+        if self._evaluator.unsupported_exprs:
+            raise ValueError(str(self._evaluator.unsupported_exprs[0]))
         return dict(self.values)
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, Tuple
 
-from tracr.rasp import rasp
+from tracr.rasp import rasp, traversal
+
+_in_place_of = traversal.in_place_of
 
 Predicate = Callable[[rasp.Value, rasp.Value], bool]
 
@@ -76,10 +78,6 @@ def _lower(selector: rasp.Selector, memo: Dict[Any, Any]) -> Tuple[rasp.SOp, ras
     )
 
 
-def _copy_annotations(new: rasp.RASPExpr, old: rasp.RASPExpr) -> rasp.RASPExpr:
-    return rasp.annotate(new, **dict(old.annotations))
-
-
 def rebuild(expr: rasp.RASPExpr, memo: Dict[Any, Any]) -> rasp.RASPExpr:
     """expr with every Aggregate/SelectorWidth reading a single Select."""
     key = id(expr)
@@ -96,37 +94,33 @@ def rebuild(expr: rasp.RASPExpr, memo: Dict[Any, Any]) -> rasp.RASPExpr:
             new_selector = (
                 selector
                 if unchanged
-                else _copy_annotations(rasp.Select(keys, queries, selector.predicate), selector)
+                else _in_place_of(rasp.Select(keys, queries, selector.predicate), selector)
             )
         else:
             # Memoised so that a selector read twice is lowered (and labelled) once.
             lowered_key = ("lowered", id(selector))
             if lowered_key not in memo:
                 keys, queries, pred = _lower(selector, memo)
-                memo[lowered_key] = rasp.Select(keys, queries, pred).named(selector.label)
+                memo[lowered_key] = _in_place_of(rasp.Select(keys, queries, pred), selector)
             new_selector = memo[lowered_key]
         if isinstance(expr, rasp.Aggregate):
             sop = rebuild(expr.sop, memo)
             if new_selector is not expr.selector or sop is not expr.sop:
-                new = _copy_annotations(
-                    rasp.Aggregate(new_selector, sop, default=expr.default), expr
-                )
+                new = _in_place_of(rasp.Aggregate(new_selector, sop, default=expr.default), expr)
         elif new_selector is not expr.selector:
-            new = _copy_annotations(rasp.SelectorWidth(new_selector), expr)
+            new = _in_place_of(rasp.SelectorWidth(new_selector), expr)
     elif isinstance(expr, rasp.Map):
         inner = rebuild(expr.inner, memo)
         if inner is not expr.inner:
-            new = _copy_annotations(rasp.Map(expr.f, inner, simplify=False), expr)
+            new = _in_place_of(rasp.Map(expr.f, inner, simplify=False), expr)
     elif isinstance(expr, rasp.LinearSequenceMap):
         fst, snd = rebuild(expr.fst, memo), rebuild(expr.snd, memo)
         if fst is not expr.fst or snd is not expr.snd:
-            new = _copy_annotations(
-                rasp.LinearSequenceMap(fst, snd, expr.fst_fac, expr.snd_fac), expr
-            )
+            new = _in_place_of(rasp.LinearSequenceMap(fst, snd, expr.fst_fac, expr.snd_fac), expr)
     elif isinstance(expr, rasp.SequenceMap):
         fst, snd = rebuild(expr.fst, memo), rebuild(expr.snd, memo)
         if fst is not expr.fst or snd is not expr.snd:
-            new = _copy_annotations(rasp.SequenceMap(expr.f, fst, snd), expr)
+            new = _in_place_of(rasp.SequenceMap(expr.f, fst, snd), expr)
     memo[key] = new
     return new
 

@@ -63,8 +63,14 @@ def _schedule(graph: nx.DiGraph) -> Dict[NodeID, List[int]]:
     return placement
 
 
-def compute_computational_depth(graph: nx.DiGraph, sources_ids: Sequence[int]) -> Dict[int, int]:
-    """Half-layer at which each node's value becomes available (-1 for inputs)."""
+def compute_computational_depth(
+    graph: nx.DiGraph, sources_ids: Sequence[NodeID]
+) -> Dict[NodeID, int]:
+    """Node id -> the half-layer at which its value becomes available (-1 for inputs).
+
+    Half-layers count as in `_allocate_modules_to_layers`: 2l is layer l's attention,
+    2l + 1 its MLP.
+    """
     del sources_ids
     placement = _schedule(graph)
     depth: Dict = {}
@@ -74,6 +80,17 @@ def compute_computational_depth(graph: nx.DiGraph, sources_ids: Sequence[int]) -
         else:
             depth[label] = max((depth[p] for p in graph.predecessors(label)), default=-1)
     return depth
+
+
+def _allocate_modules_to_layers(graph: nx.DiGraph, sources: Sequence[Node]) -> Dict[NodeID, int]:
+    """Node id -> the half-layer where its block starts, for every node with a block.
+
+    Tracr's interface, which decompilers and circuit tools call: half-layer 2l is
+    layer l's attention and 2l + 1 its MLP, so an MLP's number is odd and a head's
+    even; a block of several sublayers (SelectorWidth) gets its first one.
+    """
+    del sources  # the schedule starts from the graph's inputs
+    return {label: halves[0] for label, halves in _schedule(graph).items()}
 
 
 @dataclasses.dataclass(frozen=True)

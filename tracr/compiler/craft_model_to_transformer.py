@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Optional, Set
+import functools
+from typing import Iterable, List, Optional, Set
 
 import networkx as nx
 
 from tracr.compiler import assemble, craft_graph_to_model, nodes
 from tracr.craft import bases, transformers
 from tracr.rasp import rasp
+
+
+def _tracr_less(a: bases.BasisDirection, b: bases.BasisDirection) -> bool:
+    """Tracr's ``BasisDirection.__lt__``: (name, value) tuples, else their reprs."""
+    try:
+        return (a.name, a.value) < (b.name, b.value)
+    except TypeError:
+        return repr(a) < repr(b)
+
+
+def _tracr_compare(a: bases.BasisDirection, b: bases.BasisDirection) -> int:
+    return -1 if _tracr_less(a, b) else int(_tracr_less(b, a))
+
+
+def tracr_token_order(directions: Iterable[bases.BasisDirection]) -> List[bases.BasisDirection]:
+    """Token directions in the order Tracr gives them ids, BOS and PAD included.
+
+    Users' code hard-codes Tracr's token ids, so they follow Tracr's comparison,
+    under which e.g. the strings BOS and PAD come before int tokens. The canonical
+    sort first makes the result independent of the hash order of a set of strings.
+    """
+    canonical = bases.sort_directions(directions)
+    return sorted(canonical, key=functools.cmp_to_key(_tracr_compare))
 
 
 def craft_model_to_transformer(
@@ -33,10 +57,8 @@ def craft_model_to_transformer(
         allocation = craft_graph_to_model.allocate_layers(graph)
     if vocab is None:
         vocab = graph.nodes[rasp.tokens.label][nodes.VALUE_SET]
-    # Sorted, so that token ids (embedding rows) don't follow the hash order of
-    # a set of strings, which changes from one process to the next.
     tokens_space = bases.VectorSpaceWithBasis(
-        bases.sort_directions(
+        tracr_token_order(
             bases.BasisDirection(rasp.tokens.label, v)
             for v in set(vocab) | {compiler_bos, compiler_pad}
         )

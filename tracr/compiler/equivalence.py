@@ -2,8 +2,10 @@
 
 `find_mismatches` runs the model on many inputs (grouped by length, one
 jit-compiled batch per length) and compares each decoded position with
-`rasp.evaluate` (or the causal evaluator for causal models). Positions where
-the evaluator gives None are not compared: the model has no 'no value'.
+the RASP evaluator (causal for causal models; run as dynamic validation, so
+that what the model can't reproduce, such as a categorical Aggregate averaging
+several values, is None). Positions where that gives None are not compared:
+the model has no 'no value'.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from tracr.compiler import assemble
-from tracr.rasp import causal_eval, rasp
+from tracr.compiler import assemble, validating
+from tracr.rasp import rasp
 
 NUMERICAL_TOLERANCE = 1e-3
 
@@ -75,7 +77,11 @@ def find_mismatches(
     max_batch: int = 4096,
 ) -> List[Mismatch]:
     """Every (input, position) where the model disagrees with the evaluator."""
-    evaluate = causal_eval.evaluate if causal else rasp.evaluate
+    evaluator = (
+        validating.CausalDynamicValidationEvaluator
+        if causal
+        else validating.DynamicValidationEvaluator
+    )
     numerical = rasp.is_numerical(program)
     by_length: Dict[int, List[tuple]] = {}
     for x in inputs:
@@ -86,7 +92,9 @@ def find_mismatches(
         for start in range(0, len(group), max_batch):
             chunk = group[start : start + max_batch]
             for x, got in zip(chunk, decode_batch(model, chunk)):
-                expected = evaluate(program, list(x))
+                # None (not compared) where the model can't reproduce the evaluator,
+                # e.g. a categorical Aggregate that averages several values.
+                expected = evaluator().evaluate(program, list(x))
                 for pos, (e, g) in enumerate(zip(expected, got)):
                     if e is not None and not _values_equal(e, g, numerical):
                         mismatches.append(Mismatch(x, pos, e, g))

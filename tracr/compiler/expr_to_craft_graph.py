@@ -113,6 +113,26 @@ def _selector_parts(selector: rasp.Selector):
     return selector.keys, selector.queries, selector.predicate
 
 
+def _check_ready_for_blocks(graph: nx.DiGraph) -> None:
+    """Refuses graphs that the block pass can't (or must not) annotate."""
+    with_blocks = [label for label, data in graph.nodes(data=True) if nodes.MODEL_BLOCK in data]
+    if with_blocks:
+        raise ValueError(
+            f"The graph already has model blocks (e.g. at {with_blocks[0]!r}); "
+            f"add_craft_components_to_rasp_graph must run once, on a fresh graph from "
+            f"rasp_to_graph.extract_rasp_graph and basis_inference.infer_bases."
+        )
+    for label, data in graph.nodes(data=True):
+        if isinstance(data.get(nodes.EXPR), rasp.SOp) and not (
+            nodes.VALUE_SET in data and nodes.OUTPUT_BASIS in data
+        ):
+            raise ValueError(
+                f"Node {label!r} has no value set or output basis; run "
+                f"basis_inference.infer_bases(graph, sink, vocab, max_seq_len) before "
+                f"add_craft_components_to_rasp_graph."
+            )
+
+
 def add_craft_components_to_rasp_graph(
     graph: nx.DiGraph,
     bos_dir: bases.BasisDirection = _DEFAULT_BOS_DIR,
@@ -136,7 +156,12 @@ def add_craft_components_to_rasp_graph(
       max_seq_len: the longest input; None reads it from the graph's value
         sets (indices or a SelectorWidth), else assumes
         `precision.ASSUMED_MAX_SEQ_LEN`.
+
+    Raises:
+      ValueError: if basis inference has not run on `graph`, or `graph`
+        already has model blocks.
     """
+    _check_ready_for_blocks(graph)
     bos_space = bases.VectorSpaceWithBasis([bos_dir])
     one_space = bases.VectorSpaceWithBasis([one_dir])
     large_number = DEFAULT_MLP_EXACTNESS if mlp_exactness is None else float(mlp_exactness)

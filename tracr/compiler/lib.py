@@ -10,8 +10,10 @@ Outputs carry conventional names ("reverse", "hist", "sort", ...)::
     lib.make_reverse(rasp.tokens)(["a", "b", "c"])    # -> ["c", "b", "a"]
     lib.make_hist()(["a", "b", "a"])                   # -> [2, 1, 2]
 
-Intermediate expressions get names too, so compiled models have readable
-residual labels; build a program once per model so that labels stay unique.
+Intermediate expressions get Tracr's names too, so compiled models have
+readable residual labels (``opens_12:...``); expressions named alike, such as
+the ``bools_open`` of each pair in ``make_shuffle_dyck``, keep apart by the
+``unique_id`` in their labels.
 """
 
 from __future__ import annotations
@@ -180,10 +182,10 @@ def make_pair_balance(sop: rasp.SOp, open_token: str, close_token: str) -> rasp.
     Returns:
       A numerical SOp named "pair_balance".
     """
-    bools_open = rasp.numerical(sop == open_token).named(f"bools_open_{open_token}")
-    opens = rasp.numerical(make_frac_prevs(bools_open)).named(f"opens_{open_token}")
-    bools_close = rasp.numerical(sop == close_token).named(f"bools_close_{close_token}")
-    closes = rasp.numerical(make_frac_prevs(bools_close)).named(f"closes_{close_token}")
+    bools_open = rasp.numerical(sop == open_token).named("bools_open")
+    opens = rasp.numerical(make_frac_prevs(bools_open)).named("opens")
+    bools_close = rasp.numerical(sop == close_token).named("bools_close")
+    closes = rasp.numerical(make_frac_prevs(bools_close)).named("closes")
     pair_balance = rasp.numerical(rasp.LinearSequenceMap(opens, closes, 1, -1))
     return pair_balance.named("pair_balance")
 
@@ -221,8 +223,9 @@ def make_shuffle_dyck(pairs: List[str]) -> rasp.SOp:
     balances = []
     for pair in pairs:
         open_token, close_token = pair
-        balance = make_pair_balance(rasp.tokens, open_token=open_token, close_token=close_token)
-        balances.append(balance.named(f"balance_{pair}"))
+        balances.append(
+            make_pair_balance(rasp.tokens, open_token=open_token, close_token=close_token)
+        )
 
     # A negative balance anywhere means some prefix closes more than it opened.
     any_negative = balances[0] < 0

@@ -13,8 +13,8 @@ from typing import Dict, List
 
 import networkx as nx
 
-from tracr.compiler import nodes, validating
-from tracr.rasp import rasp
+from tracr.compiler import nodes
+from tracr.rasp import rasp, traversal
 
 Node = nodes.Node
 NodeID = nodes.NodeID
@@ -46,7 +46,7 @@ def extract_rasp_graph(tip: rasp.SOp) -> ExtractRaspGraphOutput:
         if seen is not None:
             # The same expression built twice (e.g. two lib.make_length() calls) is
             # one node; anything else sharing a label would be silently merged.
-            if seen is not expr and not validating.same_expression(seen, expr):
+            if seen is not expr and not traversal.same_expression(seen, expr):
                 raise ValueError(
                     f"Two different expressions in the program are both labelled {label!r} "
                     f"({seen!r} and {expr!r}). Give them different names with .named(...)."

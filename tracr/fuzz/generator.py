@@ -27,7 +27,7 @@ import random
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from tracr.compiler import basis_inference, lib
-from tracr.rasp import rasp
+from tracr.rasp import rasp, traversal
 from tracr.utils import errors
 
 Value = Any
@@ -711,19 +711,7 @@ def _depth(expr: rasp.RASPExpr, memo: Optional[Dict[int, int]] = None) -> int:
 
 
 def _reachable_labels(program: rasp.RASPExpr) -> List[str]:
-    order: List[str] = []
-    seen = set()
-
-    def visit(expr: rasp.RASPExpr) -> None:
-        if id(expr) in seen:
-            return
-        seen.add(id(expr))
-        for child in expr.children:
-            visit(child)
-        order.append(expr.label)
-
-    visit(program)
-    return order
+    return [expr.label for expr in traversal.walk(program)]
 
 
 def generate(seed: int, config: GeneratorConfig = GeneratorConfig()) -> FuzzCase:

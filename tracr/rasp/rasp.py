@@ -16,8 +16,9 @@ boolean matrix saying which key positions each query position attends to.
 
     reverse(["a", "b", "c"])   # -> ["c", "b", "a"]
 
-Every expression has a ``label`` (its name, ``<kind>_<id>`` unless set with
-``.named``), ``children`` and immutable ``annotations``; SOps carry an
+Every expression has a ``name`` (the kind, e.g. ``map``, unless set with
+``.named``), a ``label`` ``<name>_<unique_id>`` (``tokens``, ``indices`` and
+``length`` keep their bare names), ``children`` and immutable ``annotations``; SOps carry an
 ``encoding`` annotation (categorical by default, see ``numerical``) that tells
 the compiler whether a value is stored as a one-hot or as a magnitude.
 
@@ -26,10 +27,10 @@ Semantics of the reference evaluator (``evaluate`` / calling an expression):
 * ``Map`` and ``SequenceMap`` give ``None`` wherever an input is ``None``.
 * ``Select(keys, queries, predicate)`` evaluates to ``m[q][k] =
   predicate(keys[k], queries[q])`` (``False`` where a key or query is ``None``).
-* ``Aggregate`` returns, per query, the mean of the selected values if the
-  aggregate is numerical, or the single selected value if it is categorical
-  (several different selected values are an error); ``default`` where nothing
-  is selected.
+* ``Aggregate`` returns, per query, the mean of the selected values (as
+  Tracr: a categorical aggregate that selects several different values also
+  averages them, or joins strings; the compiler refuses that), or ``default``
+  where nothing is selected.
 * ``SelectorWidth`` counts the selected keys of each query.
 
 Expressions should be treated as immutable: ``named``/``annotated`` return
@@ -41,7 +42,9 @@ from __future__ import annotations
 import abc
 import copy as _copy
 import enum
+import functools
 import itertools
+import logging
 import re
 import threading
 import types
@@ -73,10 +76,7 @@ T = TypeVar("T")
 # kept only for code that looks it up.
 DEFAULT_ANNOTATORS: Mapping[str, "Annotator"] = types.MappingProxyType({})
 
-# Ids only need to be unique and reproducible: the same program built in a
-# fresh process gets the same ids because they are handed out in construction
-# order.
-_ids = itertools.count(1)
+_LOG = logging.getLogger(__name__)
 
 _NAME_KEY = "name"
 _ENCODING_KEY = "encoding"
@@ -131,11 +131,13 @@ class Annotations(Mapping[str, Any]):
 class RASPExpr(abc.ABC):
     """Base class of all RASP expressions (SOps and selectors)."""
 
-    # The ``<kind>`` part of default names; set by each concrete class.
+    # The default name of the kind; set by each concrete class.
     _kind: str = ""
+    # Tracr's process-wide id source (kept for compatibility: users reset it with
+    # ``rasp.RASPExpr._ids = itertools.count(1)`` to get reproducible labels).
+    _ids = itertools.count(1)
 
     def __init__(self):
-        self._id: int = next(_ids)
         self._annotations: Annotations = Annotations()
 
     def __call__(self, xs: Sequence[Value]) -> Union[Sequence[Value], SelectorValue]:
@@ -171,18 +173,21 @@ class RASPExpr(abc.ABC):
     def children(self) -> Sequence["RASPExpr"]:
         """Direct sub-expressions this expression reads from."""
 
-    @property
+    @functools.cached_property
     def unique_id(self) -> int:
-        """An id unique among the expressions built in this process."""
-        return self._id
+        """An id unique among the expressions of this process, drawn on first use (as Tracr)."""
+        return next(RASPExpr._ids)
 
     def copy(self: RASPExprT) -> RASPExprT:
-        """Returns a shallow copy with the same label and annotations."""
-        return _copy.copy(self)
+        """Returns a shallow copy with the same name and annotations and a new ``unique_id``."""
+        new = _copy.copy(self)
+        new.__dict__.pop("unique_id", None)
+        return new
 
     @property
     def label(self) -> str:
-        return f"{self.name}"
+        """``<name>_<unique_id>``, so that expressions named alike stay apart."""
+        return f"{self.name}_{self.unique_id}"
 
     def named(self: RASPExprT, name: str) -> RASPExprT:
         """Returns a copy of this expression called ``name``."""
@@ -206,7 +211,7 @@ def annotate(expr: RASPExprT, **annotations: Any) -> RASPExprT:
     """
     if not isinstance(expr, RASPExpr):
         raise TypeError(f"annotate() expects a RASP expression, got {type(expr).__name__}.")
-    new = _copy.copy(expr)
+    new = expr.copy()
     new._annotations = Annotations({**expr.annotations, **annotations})
     return new
 
@@ -428,6 +433,11 @@ class SequenceMap(SOp):
         self.f = _check_callable(f, "SequenceMap's f")
         self.fst = _check_sop(fst, "SequenceMap's fst")
         self.snd = _check_sop(snd, "SequenceMap's snd")
+        if self.fst is self.snd:
+            _LOG.warning(
+                "Creating a SequenceMap with both inputs being the same SOp is discouraged. "
+                "You should use a Map instead (rasp.Map(lambda x: f(x, x), sop))."
+            )
 
     @property
     def children(self) -> Sequence[RASPExpr]:
@@ -486,9 +496,12 @@ class ConstantSOp(SOp, Generic[VT]):
 
     def __init__(self, value: Sequence[VT], check_length: bool = True):
         super().__init__()
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            raise TypeError(f"ConstantSOp's value must be a list of values, got {value!r}.")
-        self.value = tuple(value)
+        try:
+            self.value = tuple(value)
+        except TypeError:
+            raise TypeError(
+                f"ConstantSOp's value must be a sequence of values, got {value!r}."
+            ) from None
         self.check_length = check_length
 
     @property
@@ -707,13 +720,62 @@ class _OrPredicate:
         return f"<{self.fst!r} or {self.snd!r}>"
 
 
-def _same_inputs(fst: Selector, snd: Selector) -> bool:
-    return (
-        isinstance(fst, Select)
-        and isinstance(snd, Select)
-        and fst.keys is snd.keys
-        and fst.queries is snd.queries
-    )
+class _FixedKey:
+    """``predicate`` with the key fixed to a ``Full``'s fill (the key no longer matters)."""
+
+    def __init__(self, predicate: Predicate, key: Value):
+        self.predicate = predicate
+        self.key = key
+
+    def __call__(self, key: Value, query: Value) -> bool:
+        return self.predicate(self.key, query)
+
+    def __repr__(self) -> str:
+        return f"<{self.predicate!r} with key {self.key!r}>"
+
+
+class _FixedQuery:
+    """``predicate`` with the query fixed to a ``Full``'s fill."""
+
+    def __init__(self, predicate: Predicate, query: Value):
+        self.predicate = predicate
+        self.query = query
+
+    def __call__(self, key: Value, query: Value) -> bool:
+        return self.predicate(key, self.query)
+
+    def __repr__(self) -> str:
+        return f"<{self.predicate!r} with query {self.query!r}>"
+
+
+def _attempt_simplify(
+    fst: Selector, snd: Selector, combine: Callable[[Predicate, Predicate], Predicate]
+) -> Optional[Selector]:
+    """One ``Select`` for two, as Tracr: shared keys and queries, or a ``Full`` on one side.
+
+    A ``Full`` operand has the same value everywhere, so its predicate only depends on
+    the other side and the result can read the other operand's keys (or queries).
+    """
+    if not (isinstance(fst, Select) and isinstance(snd, Select)):
+        return None
+    fst_pred, snd_pred = fst.predicate, snd.predicate
+    keys: Optional[SOp] = None
+    queries: Optional[SOp] = None
+    if isinstance(fst.keys, Full):
+        keys, fst_pred = snd.keys, _FixedKey(fst_pred, fst.keys.fill)
+    if isinstance(snd.keys, Full):
+        keys, snd_pred = fst.keys, _FixedKey(snd_pred, snd.keys.fill)
+    if isinstance(fst.queries, Full):
+        queries, fst_pred = snd.queries, _FixedQuery(fst_pred, fst.queries.fill)
+    if isinstance(snd.queries, Full):
+        queries, snd_pred = fst.queries, _FixedQuery(snd_pred, snd.queries.fill)
+    if fst.keys is snd.keys:
+        keys = fst.keys
+    if fst.queries is snd.queries:
+        queries = fst.queries
+    if keys is None or queries is None:
+        return None
+    return Select(keys, queries, combine(fst_pred, snd_pred))
 
 
 def selector_not(inner: Selector, simplify: bool = True) -> Selector:
@@ -727,21 +789,19 @@ def selector_not(inner: Selector, simplify: bool = True) -> Selector:
 
 
 def selector_and(fst: Selector, snd: Selector, simplify: bool = True) -> Selector:
-    """Both selectors; two ``Select``s over the same keys and queries fold into one."""
+    """Both selectors; two ``Select``s fold into one as in Tracr (see _attempt_simplify)."""
     _check_selector(fst, "selector_and's fst")
     _check_selector(snd, "selector_and's snd")
-    if simplify and _same_inputs(fst, snd):
-        return Select(fst.keys, fst.queries, _AndPredicate(fst.predicate, snd.predicate))  # type: ignore[attr-defined]
-    return SelectorAnd(fst, snd)
+    simplified = _attempt_simplify(fst, snd, _AndPredicate) if simplify else None
+    return simplified if simplified is not None else SelectorAnd(fst, snd)
 
 
 def selector_or(fst: Selector, snd: Selector, simplify: bool = True) -> Selector:
-    """Either selector; two ``Select``s over the same keys and queries fold into one."""
+    """Either selector; two ``Select``s fold into one as in Tracr (see _attempt_simplify)."""
     _check_selector(fst, "selector_or's fst")
     _check_selector(snd, "selector_or's snd")
-    if simplify and _same_inputs(fst, snd):
-        return Select(fst.keys, fst.queries, _OrPredicate(fst.predicate, snd.predicate))  # type: ignore[attr-defined]
-    return SelectorOr(fst, snd)
+    simplified = _attempt_simplify(fst, snd, _OrPredicate) if simplify else None
+    return simplified if simplified is not None else SelectorOr(fst, snd)
 
 
 class Aggregate(SOp, Generic[VT]):
@@ -829,11 +889,8 @@ def _kind_of(expr: RASPExpr) -> str:
 
 
 def default_name(expr: RASPExpr) -> Dict[str, str]:
-    """``{"name": "<kind>_<id>"}``; the inputs are called tokens, indices, length."""
-    kind = _kind_of(expr)
-    if isinstance(expr, (TokensType, IndicesType, LengthType)):
-        return {_NAME_KEY: kind}
-    return {_NAME_KEY: f"{kind}_{expr.unique_id}"}
+    """``{"name": <kind>}``, e.g. ``map`` or ``select``; the label adds the id."""
+    return {_NAME_KEY: _kind_of(expr)}
 
 
 # ----------------------------------------------------------------------------
@@ -854,12 +911,7 @@ class RASPEvaluator(abc.ABC):
 def _as_input(xs: Any) -> tuple:
     if isinstance(xs, tuple):
         return xs
-    if isinstance(xs, (str, bytes)):
-        raise TypeError(
-            f"RASP programs take a list of tokens, got the string {xs!r}; "
-            f"pass list({xs!r}) to evaluate it character by character."
-        )
-    if isinstance(xs, Sequence):
+    if isinstance(xs, Sequence):  # a str is the sequence of its characters, as in Tracr
         return tuple(xs)
     if getattr(xs, "ndim", None) == 1 and hasattr(xs, "tolist"):
         return tuple(xs.tolist())
@@ -874,6 +926,28 @@ def _distinct(values: Sequence[Value]) -> List[Value]:
         if not any(v is u or v == u for u in out):
             out.append(v)
     return out
+
+
+def _categorical_mean(sop: Aggregate, selected: List[Value], query: int) -> Value:
+    """Tracr's categorical Aggregate: the one selected value, else the mean (strings: joined).
+
+    Selecting several different values is not compilable (``validating`` reports it),
+    but the evaluator computes what Tracr computes.
+    """
+    distinct = _distinct(selected)
+    if len(distinct) == 1:
+        return distinct[0]
+    if any(v is None for v in selected):
+        return None
+    if all(isinstance(v, str) for v in selected):
+        return "".join(selected)  # type: ignore[arg-type]
+    if all(isinstance(v, (int, float)) for v in selected):
+        return sum(selected) / len(selected)  # type: ignore[arg-type]
+    raise ValueError(
+        f"Unsupported type for aggregation: {selected!r}. The categorical aggregate "
+        f"{sop.label} selects several different values at query position {query}; narrow "
+        f"the selector so that each query selects one value."
+    )
 
 
 class DefaultRASPEvaluator(RASPEvaluator):
@@ -977,9 +1051,9 @@ class DefaultRASPEvaluator(RASPEvaluator):
     def eval_constant_sop(self, sop: ConstantSOp, xs: Sequence[Value]) -> Sequence[Value]:
         if sop.check_length and len(sop.value) != len(xs):
             raise ValueError(
-                f"{sop.label} is a ConstantSOp of length {len(sop.value)} but the input has "
-                f"length {len(xs)}; evaluate it on inputs of that length or build it with "
-                f"check_length=False."
+                f"Constant len {len(sop.value)} doesn't match input len {len(xs)}. "
+                f"{sop.label} is a ConstantSOp; evaluate it on inputs of that length or build "
+                f"it with check_length=False."
             )
         return list(sop.value)
 
@@ -1001,15 +1075,7 @@ class DefaultRASPEvaluator(RASPEvaluator):
                 else:
                     out.append(sum(selected) / len(selected))  # type: ignore[arg-type]
             else:
-                distinct = _distinct(selected)
-                if len(distinct) > 1:
-                    raise ValueError(
-                        f"Categorical aggregate {sop.label} selects several different values "
-                        f"{distinct!r} at query position {query}; a categorical Aggregate "
-                        f"must select at most one value. Narrow the selector, or make the "
-                        f"aggregate numerical (rasp.numerical) to average numbers."
-                    )
-                out.append(distinct[0])
+                out.append(_categorical_mean(sop, selected, query))
         return out
 
     def eval_select(self, sel: Select, xs: Sequence[Value]) -> SelectorValue:
@@ -1025,8 +1091,9 @@ class DefaultRASPEvaluator(RASPEvaluator):
         if sel.check_length and (len(sel.value) != n or any(len(row) != n for row in sel.value)):
             shape = f"{len(sel.value)}x{len(sel.value[0]) if sel.value else 0}"
             raise ValueError(
-                f"{sel.label} is a {shape} ConstantSelector but the input has length {n}; "
-                f"it must be {n}x{n} (or built with check_length=False)."
+                f"Constant len {len(sel.value)} doesn't match input len {n}. "
+                f"{sel.label} is a {shape} ConstantSelector; it must be {n}x{n} "
+                f"(or built with check_length=False)."
             )
         return [list(row) for row in sel.value]
 

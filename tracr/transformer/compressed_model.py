@@ -25,7 +25,10 @@ Example::
 Parameters are named as in `model.Transformer`
 (`transformer/layer_i/attn/{query,key,value,linear}`,
 `transformer/layer_i/mlp/{linear_1,linear_2}`) plus `transformer/w_emb`, so a
-compiled model's params run here unchanged.
+compiled model's params run here unchanged. With `config.layer_norm` the layer
+norms (Tracr's `layer_i/layer_norm`, `layer_i/layer_norm_1`, `layer_norm`) act
+on the stream as stored, so their parameters have the compressed width d, as
+in Tracr.
 
 Glossary of shape letters: B batch, T sequence length, D uncompressed
 residual width, d compressed width (`embedding_size`), H heads.

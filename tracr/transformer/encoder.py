@@ -72,9 +72,12 @@ class CategoricalEncoder(Encoder):
         self._bos_token = bos_token
         self._pad_token = pad_token
         self._max_seq_len = max_seq_len
-        for name, token in (("bos_token", bos_token), ("pad_token", pad_token)):
+        for kind, name, token in (("BOS", "bos_token", bos_token), ("PAD", "pad_token", pad_token)):
             if token is not None and token not in self.encoding_map:
-                raise ValueError(f"{name}={token!r} is not in the encoder's basis.")
+                raise ValueError(
+                    f"{kind} token missing in encoding. ({name}={token!r} is not in the "
+                    f"encoder's basis; add its direction to the basis.)"
+                )
 
     def encode(self, inputs: List[bases.Value]) -> List[int]:
         """Encodes a token sequence, checking BOS, length and vocabulary.
@@ -88,8 +91,8 @@ class CategoricalEncoder(Encoder):
         if self._enforce_bos and (not inputs or inputs[0] != self._bos_token):
             first = inputs[0] if inputs else "<empty input>"
             raise ValueError(
-                f"The first token must be the BOS token {self._bos_token!r}, got {first!r}. "
-                f"Prepend {self._bos_token!r} to the input."
+                f"First input token must be BOS token. Should be '{self._bos_token}', but was "
+                f"'{first}'. Prepend {self._bos_token!r} to the input."
             )
         if self._max_seq_len is not None and len(inputs) > self._max_seq_len:
             raise ValueError(
@@ -99,7 +102,10 @@ class CategoricalEncoder(Encoder):
         unknown = [x for x in inputs if x not in self.encoding_map or _is_bool_mismatch(x, self)]
         if unknown:
             known = sorted((str(v) for v in self.encoding_map), key=str)
-            raise ValueError(f"Unknown tokens {unknown!r}; the vocabulary is {known}.")
+            raise ValueError(
+                f"Inputs {set(unknown)} not found in encoding. Unknown tokens {unknown!r}; "
+                f"the vocabulary is {known}."
+            )
         return [self.encoding_map[x] for x in inputs]
 
     def decode(self, encodings: List[int]) -> List[bases.Value]:
@@ -108,7 +114,8 @@ class CategoricalEncoder(Encoder):
             return [self.decoding_map[int(x)] for x in encodings]
         except KeyError as e:
             raise ValueError(
-                f"Cannot decode id {e.args[0]}: valid ids are 0..{len(self._basis) - 1}."
+                f"Inputs {{{e.args[0]}}} not found in decoding map. Cannot decode id "
+                f"{e.args[0]}: valid ids are 0..{len(self._basis) - 1}."
             ) from None
 
     @property

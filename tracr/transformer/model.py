@@ -95,7 +95,9 @@ def residual_stack(
     The residual stream is stored as `write(x)` and read back as `read(r)`
     (both the identity here; `compressed_model.CompressedTransformer` passes
     its compression matrix), and recorded states as `record(r)`. Parameters
-    are `layer_i/attn/{query,key,value,linear}` and `layer_i/mlp/{linear_1,linear_2}`.
+    are `layer_i/attn/{query,key,value,linear}` and `layer_i/mlp/{linear_1,linear_2}`,
+    and with `config.layer_norm` Tracr's `layer_i/layer_norm` (before attention),
+    `layer_i/layer_norm_1` (before the MLP) and a final `layer_norm`.
     """
     model_size = embeddings.shape[-1]
     attn_mask = attention_mask(mask, config.causal)
@@ -103,8 +105,8 @@ def residual_stack(
     dropout_rate = config.dropout_rate if use_dropout else 0.0
 
     def layer_norm(x: jax.Array) -> jax.Array:
-        # Applied to what a sublayer reads (decompressed), so its scale and
-        # offset are [D] whatever the stream's width.
+        # Applied to the stream as stored (compressed in CompressedTransformer),
+        # as in Tracr, so its scale and offset have the stream's width.
         if config.layer_norm:
             return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)(x)
         return x
@@ -118,7 +120,7 @@ def residual_stack(
     layer_outputs, residuals, attn_logits = [], [], []
     for layer in range(config.num_layers):
         with hk.experimental.name_scope(f"layer_{layer}"):
-            attn_in = layer_norm(read(residual))  # [B, T, D]
+            attn_in = read(layer_norm(residual))  # [B, T, D]
             attn_out = attention.MultiHeadAttention(
                 num_heads=config.num_heads,
                 key_size=config.key_size,
@@ -132,9 +134,10 @@ def residual_stack(
             residuals.append(record(residual))
             attn_logits.append(attn_out.logits)
 
+            mlp_in = read(layer_norm(residual))  # outside the mlp scope: layer_norm_1
             with hk.experimental.name_scope("mlp"):
                 hidden = hk.Linear(config.mlp_hidden_size, w_init=initializer, name="linear_1")(
-                    layer_norm(read(residual))
+                    mlp_in
                 )
                 hidden = config.activation_function(hidden)
                 out = hk.Linear(model_size, w_init=initializer, name="linear_2")(hidden)
@@ -147,7 +150,7 @@ def residual_stack(
         layer_outputs=layer_outputs,
         residuals=residuals,
         attn_logits=attn_logits,
-        output=layer_norm(read(residual)),
+        output=read(layer_norm(residual)),
         input_embeddings=embeddings,
     )
 

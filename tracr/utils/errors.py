@@ -36,7 +36,21 @@ def ignoring_arithmetic_errors(fun: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fun(*args, **kwargs)
         except ArithmeticError as e:
-            _LOG.debug("Ignoring %r raised by %r on %r", e, fun, args)
+            log_ignored_arithmetic_error(fun, args, e)
             return None
 
     return wrapped
+
+
+def log_ignored_arithmetic_error(fun: Callable[..., Any], args: Any, error: Exception) -> None:
+    """Warns, with Tracr's wording, that ``fun`` raised ``error`` on ``args`` and is ignored.
+
+    Silent dropping hides real bugs in a program's functions; the warning lets users see it.
+    """
+    _LOG.warning(
+        "Encountered arithmetic error in function %s for input %s. "
+        "Assuming this input will never occur. (%r)",
+        getattr(fun, "__name__", repr(fun)),
+        args,
+        error,
+    )

@@ -89,15 +89,15 @@ def test_sequence_map_every_pair():
     _check_sequence_map(mlp, space1, space2, output_space, f)
 
 
-def test_sequence_map_same_input_twice():
+@pytest.mark.parametrize("overlap", [range(4), [3]])
+def test_sequence_map_with_overlapping_inputs_raises(overlap):
     space = bases.VectorSpaceWithBasis.from_values("x", range(4))
+    other = bases.VectorSpaceWithBasis.from_values("x", overlap)
     output_space = bases.VectorSpaceWithBasis.from_values("z", range(7))
-    mlp = categorical_mlp.sequence_map_categorical_mlp(
-        space, space, output_space, lambda d1, d2: D("z", d1.value + d2.value)
-    )
-    rows = [{D("x", v): 1} for v in range(4)]
-    out = _apply(mlp, rows).project(output_space).magnitudes
-    np.testing.assert_allclose(out, np.eye(7)[[0, 2, 4, 6]])
+    with pytest.raises(ValueError, match=r"^Input spaces to a SequenceMap must be disjoint"):
+        categorical_mlp.sequence_map_categorical_mlp(
+            space, other, output_space, lambda d1, d2: D("z", d1.value + d2.value)
+        )
 
 
 def test_sequence_map_large_value_sets_are_fast():

@@ -132,8 +132,8 @@ def sequence_map_categorical_mlp(
 
     Hidden neuron (i, j) (index `i * |input2| + j`) is
     `relu(x_i + y_j - one)`, which is 1 exactly when the first input is
-    direction i and the second is direction j. The two inputs may be the same
-    space (SequenceMap(f, x, x)): the diagonal neuron then sees `2 x_i - one`.
+    direction i and the second is direction j. The input spaces must be
+    disjoint, as in Tracr (SequenceMap(f, x, x) is a Map of f(x, x)).
 
     Args:
       input1_space: the first SOp's one-hot space.
@@ -148,7 +148,16 @@ def sequence_map_categorical_mlp(
     Returns:
       An MLP with |input1| * |input2| hidden neurons
       `hidden_name:(label1, label2)`.
+
+    Raises:
+      ValueError: if the input spaces share a direction.
     """
+    if not set(input1_space.basis).isdisjoint(input2_space.basis):
+        raise ValueError(
+            "Input spaces to a SequenceMap must be disjoint. If input spaces are the same, "
+            "use Map instead! (sequence_map_categorical_mlp: input1_space and input2_space "
+            "share a direction; build a map_categorical_mlp of f(x, x).)"
+        )
     bases.ensure_dims(one_space, 1, "sequence_map_categorical_mlp: one_space")
     n1, n2 = input1_space.num_dims, input2_space.num_dims
     input_space = bases.join_vector_spaces(input1_space, input2_space, one_space)
@@ -159,8 +168,6 @@ def sequence_map_categorical_mlp(
     hidden_cols = np.arange(num_hidden)
 
     fst_matrix = np.zeros((input_space.num_dims, num_hidden))
-    # Separate statements so that contributions accumulate when both inputs
-    # share a direction (each statement has distinct (row, col) pairs).
     fst_matrix[np.repeat(rows1, n2), hidden_cols] += 1.0
     fst_matrix[np.tile(rows2, n1), hidden_cols] += 1.0
     fst_matrix[index[one_space.basis[0]], :] -= 1.0
