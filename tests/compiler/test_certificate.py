@@ -135,3 +135,11 @@ def test_wrong_program_is_rejected():
     model = _compile(lib.make_hist())
     with pytest.raises(ValueError, match="residual"):
         certificate.certify(model, lib.make_length())
+
+
+def test_values_are_looked_up_by_equality():
+    """The evaluator's 1.0 or True is the direction of the value 1 (their strings differ)."""
+    program = rasp.Map(lambda x: {1: True, 2: 1.0, 3: 2}[x], rasp.tokens)
+    cert = certificate.certify(_compile(program, {1, 2, 3}, 3), program)
+    assert cert.exact and cert.output.wrong == 0
+    assert cert.output.positions == 3 + 2 * 9 + 3 * 27

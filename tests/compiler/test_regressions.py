@@ -234,3 +234,29 @@ def test_output_that_is_always_none_is_rejected():
     # Inside a program it is fine: only the output is decoded (a width of 0).
     never = rasp.Map(lambda x: None, even)
     _assert_exact(rasp.SelectorWidth(rasp.Select(never, tokens, C.EQ)), {0, 1}, 3)
+
+
+# ----------------------------------------------------------- mixed value types
+# 1, 1.0 and True are one value in Python (equal, same hash). A numerical
+# SequenceMap indexed its values by repr, so f returning 1.0 where the value set
+# held 1 (or True) crashed the compiler with KeyError: '1.0' (or 'True').
+
+
+def _mixed(x, y):
+    return x if x > y else y / 2
+
+
+@pytest.mark.parametrize("vocab", [{1, 2, 3}, {True, 2, 3}])
+@pytest.mark.parametrize("numerical", [False, True])
+def test_mixed_value_types_compile_exactly(vocab, numerical):
+    encode = num if numerical else (lambda sop: sop)
+    for snd in (indices, tokens):
+        _assert_exact(encode(rasp.SequenceMap(_mixed, tokens, snd)), vocab, 4)
+
+
+def test_mixed_value_types_through_map_aggregate_and_output():
+    mixed = rasp.SequenceMap(_mixed, tokens, indices)
+    copied = rasp.Aggregate(rasp.Select(indices, indices, C.EQ), mixed)
+    _assert_exact(copied, {True, 2, 3}, 4)
+    _assert_exact(rasp.Map(lambda v: v * 2, copied), {True, 2, 3}, 4)
+    _assert_exact(rasp.Map(lambda x: {1: True, 2: 1.0, 3: 2}[x], tokens), {1, 2, 3}, 3)

@@ -16,7 +16,7 @@ residual stream and records
 
 It does this for the program's output and, with `intermediates=True`, for
 every computed SOp of the program that owns directions in the residual
-stream (found through `model.residual_labels`): each block writes only its
+stream (found through `model.spec`): each block writes only its
 own directions, so the final residual still holds every intermediate value.
 A certificate is a measurement on the inputs it saw; on an exhaustive run it
 covers the whole domain::
@@ -49,8 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tracr.compiler import assemble, equivalence, validating
-from tracr.craft import bases
 from tracr.rasp import causal_eval, rasp
+from tracr.transformer import spec as spec_lib
 
 # Inputs whose evaluation raises these are outside the program's domain (e.g. a
 # categorical Aggregate that would select two different values) and are skipped.
@@ -224,35 +224,27 @@ class _Reader:
     sop: rasp.SOp
     numerical: bool
     columns: np.ndarray  # residual indices of the SOp's directions
-    column_of: Dict[str, int]  # str(direction) -> position in `columns`
+    column_of: Dict[Any, int]  # value -> position in `columns` (categorical)
 
 
-def _readers(sops: Sequence[rasp.SOp], labels: Sequence[str]) -> List[_Reader]:
-    index = {label: i for i, label in enumerate(labels)}
-    names = {sop.label for sop in sops}
+def _readers(sops: Sequence[rasp.SOp], spec: spec_lib.ModelSpec) -> List[_Reader]:
+    """The residual columns of each SOp, read from the spec (names and values).
+
+    Categorical columns are keyed by value, so the evaluator's 1.0 or True finds
+    the direction of the value 1 (equal values are one direction; their strings
+    `x:1.0`, `x:True` and `x:1` differ).
+    """
     readers = []
     for sop in sops:
-        if rasp.is_numerical(sop):
-            if sop.label in index:
-                readers.append(_Reader(sop, True, np.array([index[sop.label]]), {sop.label: 0}))
+        mine = spec.directions_of(sop.label)
+        if not mine:
             continue
-        prefix = f"{sop.label}:"
-        # Another SOp named e.g. "x:y" would share the prefix of "x"; exclude it.
-        others = [f"{n}:" for n in names if n != sop.label and n.startswith(prefix)]
-        mine = [
-            label
-            for label in labels
-            if label.startswith(prefix) and not any(label.startswith(o) for o in others)
-        ]
-        if mine:
-            readers.append(
-                _Reader(
-                    sop,
-                    False,
-                    np.array([index[m] for m in mine]),
-                    {m: j for j, m in enumerate(mine)},
-                )
-            )
+        values = [spec.residual_values[i] for i in mine]
+        numerical = rasp.is_numerical(sop)
+        column_of = {} if numerical else {v: j for j, v in enumerate(values)}
+        readers.append(
+            _Reader(sop, numerical, np.array(mine[:1] if numerical else mine), column_of)
+        )
     return readers
 
 
@@ -315,18 +307,10 @@ class _Accumulator:
 def _column(reader: _Reader, value: Any) -> int:
     """The index in `reader.columns` of the direction for `value` (-1: none).
 
-    Value sets hold floats rounded to 12 decimals (basis_inference), so the
-    evaluator's 0.1 + 0.2 is looked up as 0.3 too.
+    Value sets hold exactly the values the evaluator produces (basis_inference
+    does not round), so a value without a direction is a wrong answer.
     """
-    candidates = [value]
-    if isinstance(value, float):
-        rounded = round(value, 12)
-        candidates += [rounded, int(rounded)] if rounded == int(rounded) else [rounded]
-    for candidate in candidates:
-        column = reader.column_of.get(str(bases.BasisDirection(reader.sop.label, candidate)))
-        if column is not None:
-            return column
-    return -1
+    return reader.column_of.get(value, -1)
 
 
 def _targets(reader: _Reader, chunk: Sequence[tuple], expected: Sequence[Dict[str, list]]):
@@ -422,11 +406,10 @@ def certify(
             continue
         checked.append(x)
 
-    labels = list(model.residual_labels)
     sops = _sops(program) if intermediates else []
     if not any(sop is program for sop in sops):  # `in` would call SOp.__eq__
         sops.append(program)
-    readers = _readers(sops, labels)
+    readers = _readers(sops, model.spec)
     output_reader = next((r for r in readers if r.sop is program), None)
     if output_reader is None:
         raise ValueError(
