@@ -260,3 +260,24 @@ def test_mixed_value_types_through_map_aggregate_and_output():
     _assert_exact(copied, {True, 2, 3}, 4)
     _assert_exact(rasp.Map(lambda v: v * 2, copied), {True, 2, 3}, 4)
     _assert_exact(rasp.Map(lambda x: {1: True, 2: 1.0, 3: 2}[x], tokens), {1, 2, 3}, 3)
+
+
+# ------------------------------------------------------------ silent zeros
+# The embedding writes tokens and indices one-hot whatever their annotation, so
+# rasp.numerical(tokens) read one empty direction: 0 at every position, also
+# for every expression reading it.
+
+
+@pytest.mark.parametrize("primitive", [tokens, indices])
+def test_numerical_input_primitive_is_refused(primitive):
+    numerical = num(primitive)
+    other = indices if primitive is tokens else tokens
+    for program in (
+        numerical,
+        num(rasp.Map(lambda x: x + 1, numerical)),
+        rasp.Map(lambda x: x + 1, numerical),
+        num(rasp.Aggregate(rasp.Select(other, other, C.EQ), numerical, default=0)),
+    ):
+        _assert_rejected(program, {0, 1}, 3, primitive, "one-hot")
+    # The rewrite the message suggests compiles exactly.
+    _assert_exact(num(rasp.Map(lambda x: x, primitive)), {0, 1, 2}, 3)

@@ -337,6 +337,14 @@ def _make_block(graph, expr, bos_space, one_space, causal, large_number, coldnes
     out_space = _space(graph, expr)
     block = None
 
+    if isinstance(expr, (rasp.TokensType, rasp.IndicesType)) and rasp.is_numerical(expr):
+        # The embedding writes tokens and indices one-hot; a numerical annotation
+        # would be read as one empty direction, i.e. the value 0 everywhere.
+        raise NotImplementedError(
+            f"{expr.label}: the compiler embeds tokens and indices one-hot (categorical), so "
+            f"rasp.numerical({expr.label}) would read 0 at every position. Use "
+            f"rasp.numerical(rasp.Map(lambda x: x, rasp.{expr.label})) for its numerical value."
+        )
     if isinstance(expr, (rasp.TokensType, rasp.IndicesType, rasp.LengthType)):
         block = None
     elif isinstance(expr, rasp.Map):

@@ -55,6 +55,7 @@ REJECTION_CATEGORIES: Tuple[Tuple[str, str], ...] = (
     ("aggregate_encoding", r"(numerical|categorical) Aggregate"),
     ("constant_selector", r"ConstantSelector"),
     ("length_primitive", r"length primitive"),
+    ("numerical_input", r"embeds tokens and indices one-hot"),
     ("output_never_has_a_value", r"never has a value"),
 )
 
