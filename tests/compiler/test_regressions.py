@@ -9,11 +9,13 @@ guard suspects from the issue that fuzzing found to be compiled correctly.
 See docs/fuzzing.md.
 """
 
+import numpy as np
 import pytest
 
 from tracr.compiler import compiling, lib, validating
 from tracr.fuzz import checker
 from tracr.rasp import rasp
+from tracr.transformer import spec as spec_lib
 
 tokens, indices = rasp.tokens, rasp.indices
 C = rasp.Comparison
@@ -281,3 +283,24 @@ def test_numerical_input_primitive_is_refused(primitive):
         _assert_rejected(program, {0, 1}, 3, primitive, "one-hot")
     # The rewrite the message suggests compiles exactly.
     _assert_exact(num(rasp.Map(lambda x: x, primitive)), {0, 1, 2}, 3)
+
+
+# ------------------------------------------- functions that raise on some inputs
+# The compiler reads a Map's function as errors.ignoring_arithmetic_errors does:
+# where it raises an ArithmeticError there is no value. A categorical SOp has
+# no active direction there (None); a numerical one would answer (0), so it is
+# refused with the input (see test_basis_inference).
+
+
+def test_partial_categorical_map_has_no_value_where_it_raises():
+    inverse = rasp.Map(lambda x: 1 // (x - 2), tokens)
+    model = compiling.compile_rasp_to_model(inverse, {1, 2, 3}, 3)
+    residual = np.asarray(model.apply(["compiler_bos", 1, 2, 3]).transformer_output)[0]
+    output = residual[:, list(model.spec.output.reads)]  # [T, output values]
+    assert np.abs(output[2]).max() < spec_lib.ACTIVE_THRESHOLD / 10  # the 2: no value
+    for position, value in ((1, -1), (3, 1)):
+        assert output[position].max() > 1 - spec_lib.ACTIVE_THRESHOLD / 10
+        assert model.spec.output.values[int(output[position].argmax())] == value
+    _assert_exact(inverse, {1, 2, 3}, 3, partial=True)
+    with pytest.raises(NotImplementedError, match="no 'no value'"):
+        compiling.compile_rasp_to_model(num(inverse), {1, 2, 3}, 3)

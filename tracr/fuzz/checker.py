@@ -56,6 +56,7 @@ REJECTION_CATEGORIES: Tuple[Tuple[str, str], ...] = (
     ("constant_selector", r"ConstantSelector"),
     ("length_primitive", r"length primitive"),
     ("numerical_input", r"embeds tokens and indices one-hot"),
+    ("numerical_partial_function", r"numerical SOp has no 'no value'"),
     ("output_never_has_a_value", r"never has a value"),
 )
 

@@ -40,3 +40,11 @@ def ignoring_arithmetic_errors(fun: Callable[..., Any]) -> Callable[..., Any]:
             return None
 
     return wrapped
+
+
+class TracrUserError(ValueError):
+    """A mistake in what the user gave (a program, an input, a file), not a bug of tracr.
+
+    The message names the argument or expression and says how to fix it; the
+    CLI prints it as one line. A ValueError, so callers catching that keep working.
+    """
