@@ -507,7 +507,7 @@ def _check_against_evaluator(model: Any, program: Any, args: argparse.Namespace)
     if not cert.exact:
         raise ModelMismatchError(
             f"the compiled model disagrees with the RASP evaluator on {which} inputs "
-            f"({cert.output.describe()}); nothing was saved. This is a compiler bug: please "
+            f"({cert.why_not_exact()}); nothing was saved. This is a compiler bug: please "
             f"report it with the command line."
         )
     skipped = f", {cert.skipped_inputs} outside the program's domain skipped" * bool(

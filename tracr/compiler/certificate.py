@@ -30,6 +30,13 @@ covers the whole domain::
     cert.output.min_margin                           # ~1.0
     print(cert.summary())
 
+A certificate that compared nothing (no input, or every input outside the
+program's domain) is not exact. For a categorical output it also certifies
+the "active" decision (`ActiveMargin`): where RASP has None every output
+magnitude stays below `spec.ACTIVE_THRESHOLD` by `REQUIRED_ACTIVE_MARGIN`,
+and where it has a value the largest one stays above it by as much, so that
+decoding "no active direction" as None agrees with the evaluator.
+
 Inputs are run in fixed-size batches padded to max_seq_len + 1 with the PAD
 token (masked out of attention, so padding changes no real position), which
 costs one jit compilation per call. Pass `dtype=jnp.bfloat16` to run with the
@@ -100,6 +107,56 @@ class SOpMargin:
         return f"{self.label}: {measure} over {self.positions} positions, {verdict}"
 
 
+# How far from `spec.ACTIVE_THRESHOLD` a categorical output must stay to be
+# certified: every output magnitude at most 0.25 where RASP has None, the
+# largest at least 0.75 where it has a value (a clean one-hot: 0 and 1).
+REQUIRED_ACTIVE_MARGIN = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class ActiveMargin:
+    """How clearly a categorical output says "a value" or "no value" (None).
+
+    A categorical output position decodes as None when no output magnitude
+    reaches `threshold` (`spec.ACTIVE_THRESHOLD`). Where RASP gives None (a
+    categorical Aggregate that selects nothing, a Map returning None) every
+    output magnitude must be well below it; where RASP gives a value, the
+    largest one well above it.
+
+    Attributes:
+      threshold: `spec.ACTIVE_THRESHOLD`.
+      value_positions, none_positions: positions compared where RASP has a
+        value / None.
+      min_active: the smallest largest output magnitude where RASP has a
+        value (inf if there is no such position).
+      max_inactive: the largest |output magnitude| where RASP has None (0 if
+        there is no such position).
+    """
+
+    threshold: float
+    value_positions: int
+    none_positions: int
+    min_active: float
+    max_inactive: float
+
+    @property
+    def margin(self) -> float:
+        """The distance of the nearer side from the threshold (> 0: decodes correctly)."""
+        return min(self.min_active - self.threshold, self.threshold - self.max_inactive)
+
+    @property
+    def certified(self) -> bool:
+        return self.margin >= REQUIRED_ACTIVE_MARGIN
+
+    def describe(self) -> str:
+        verdict = "certified" if self.certified else "NOT certified"
+        return (
+            f"active: min {self.min_active:.6g} over {self.value_positions} positions with a "
+            f"value, max {self.max_inactive:.3g} over {self.none_positions} None positions "
+            f"(threshold {self.threshold}), {verdict}"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Certificate:
     """The margins of a compiled model on a set of inputs.
@@ -116,6 +173,8 @@ class Certificate:
       output: the program's output.
       intermediates: every computed SOp found in the residual stream (the
         output excluded), in evaluation order; empty unless requested.
+      active: for a categorical output, the margin of its "active" decision
+        (see `ActiveMargin`); None for a numerical output.
     """
 
     program: str
@@ -127,11 +186,34 @@ class Certificate:
     skipped_inputs: int
     output: SOpMargin
     intermediates: Tuple[SOpMargin, ...] = ()
+    active: Optional[ActiveMargin] = None
+
+    @property
+    def compared(self) -> int:
+        """Output positions compared with the evaluator (where it gives a value)."""
+        return self.output.positions
 
     @property
     def exact(self) -> bool:
-        """The output decodes to the evaluator's value at every checked position."""
-        return self.output.exact
+        """The output decodes to the evaluator's value at every checked position.
+
+        Comparing nothing (every input skipped, or no position with a value)
+        certifies nothing, so it is not exact; nor is a categorical output
+        whose active/None decision is not certified (`ActiveMargin`).
+        """
+        if not self.compared:
+            return False
+        return self.output.exact and (self.active is None or self.active.certified)
+
+    def why_not_exact(self) -> str:
+        """One line saying why the certificate is not exact ("" when it is)."""
+        if not self.compared:
+            return f"nothing was compared ({self.skipped_inputs} inputs outside the domain)"
+        if not self.output.exact:
+            return self.output.describe()
+        if self.active is not None and not self.active.certified:
+            return self.active.describe()
+        return ""
 
     @property
     def weakest_intermediate(self) -> Optional[SOpMargin]:
@@ -151,6 +233,10 @@ class Certificate:
             ),
             "  output " + self.output.describe(),
         ]
+        if self.active is not None:
+            lines.append("  output " + self.active.describe())
+        if not self.compared:
+            lines.append("  NOTHING COMPARED: no input in the domain, not exact")
         lines += ["  " + m.describe() for m in self.intermediates]
         return "\n".join(lines)
 
@@ -304,6 +390,40 @@ class _Accumulator:
         )
 
 
+class _Activity:
+    """Running extremes of the output magnitudes, split by whether RASP has a value."""
+
+    def __init__(self, reads: np.ndarray):
+        self.reads = reads  # residual index of each output column
+        self.value_positions = self.none_positions = 0
+        self.min_active, self.max_inactive = math.inf, 0.0
+
+    def add(self, residual: np.ndarray, outputs: Sequence[Optional[list]]) -> None:
+        """residual: [B, T, D] (BOS first); outputs: the evaluator's output per input."""
+        for b, want in enumerate(outputs):
+            if want is None:
+                continue
+            magnitudes = residual[b, 1 : len(want) + 1][:, self.reads]  # [n, O]
+            none = np.array([v is None for v in want], dtype=bool)
+            if none.any():
+                self.none_positions += int(none.sum())
+                inactive = float(np.abs(magnitudes[none]).max(initial=0.0))
+                self.max_inactive = max(self.max_inactive, inactive)
+            if (~none).any():
+                self.value_positions += int((~none).sum())
+                active = float(magnitudes[~none].max(axis=1, initial=-math.inf).min())
+                self.min_active = min(self.min_active, active)
+
+    def result(self) -> ActiveMargin:
+        return ActiveMargin(
+            threshold=spec_lib.ACTIVE_THRESHOLD,
+            value_positions=self.value_positions,
+            none_positions=self.none_positions,
+            min_active=self.min_active,
+            max_inactive=self.max_inactive,
+        )
+
+
 def _column(reader: _Reader, value: Any) -> int:
     """The index in `reader.columns` of the direction for `value` (-1: none).
 
@@ -417,6 +537,7 @@ def certify(
             "stream; pass the program the model was compiled from."
         )
     accumulators = {id(r.sop): _Accumulator(r.sop.label, r.numerical) for r in readers}
+    activity = _Activity(np.array(model.spec.output.reads, dtype=np.intp))
 
     params = model.params
     if dtype is not None:
@@ -435,6 +556,10 @@ def certify(
         out = model.forward(params, jnp.asarray(ids))
         residual = np.asarray(out.transformer_output.output, dtype=np.float64)  # [B, T, D]
         decoded = np.asarray(out.unembedded_output)
+        if not output_reader.numerical:
+            activity.add(
+                residual, [e.get(program.label) for e in expected[start : start + len(chunk)]]
+            )
         for reader in readers:
             acc = accumulators[id(reader.sop)]
             where, batch, pos, target = _targets(
@@ -452,6 +577,7 @@ def certify(
                 acc.categorical(where, rows, np.asarray(target, dtype=np.intp))
 
     output = accumulators[id(program)].result()
+    active = None if output_reader.numerical else activity.result()
     rest = tuple(accumulators[id(r.sop)].result() for r in readers if r.sop is not program)
     return Certificate(
         program=program.label,
@@ -463,4 +589,5 @@ def certify(
         skipped_inputs=skipped,
         output=output,
         intermediates=rest,
+        active=active,
     )
