@@ -123,8 +123,10 @@ def _float32_params(params: Any, model_spec: spec_lib.ModelSpec, width: int) -> 
         out[name] = {}
         for key, shape in shapes.items():
             value = np.asarray(params[name][key], np.float32)
-            allowed = {shape, tuple(width if n == d else n for n in shape)}
-            if value.shape not in allowed:
+            fits = len(value.shape) == len(shape) and all(
+                got == want or (want == d and got == width) for got, want in zip(value.shape, shape)
+            )
+            if not fits:
                 raise ValueError(
                     f"numpy_forward: {name}/{key} has shape {value.shape}, the spec says {shape}."
                 )
