@@ -22,36 +22,62 @@ are filled in by name:
     spells one, else an int, float, True/False, a comma-separated list
     (`--arg pairs="(),{}"`), or the string itself.
 
+An unannotated parameter is bound as an SOp when its `--arg` value is
+`tokens`, `indices` or `tokens==VALUE` (`--arg sop=tokens` means
+`rasp.tokens`).
+
 `--vocab 1,2,3` gives ints when every item is an integer, floats when every
 item is a number, strings otherwise. `--input` takes tokens separated by
-spaces or commas; a string without separators whose characters are all
-tokens is split into characters (`--input "(())"`). BOS is added for you.
+spaces, commas or both (`"1, 2 3"`); a string without separators whose
+characters are all tokens is split into characters (`--input "(())"`). BOS
+is added for you.
 
 MODEL (run, show, export, compress) is a directory written by `compile` or a
-PROGRAM with `--vocab` and `--max-seq-len`. User errors print one line on
-stderr and exit with status 2; set TRACR_DEBUG=1 to see the traceback.
+PROGRAM with `--vocab` and `--max-seq-len`. User errors (`TracrUserError`,
+a refused program, a missing file) print one line on stderr and exit with
+status 2; an unexpected error prints one line and exits with status 1. Pass
+`--debug` (or set TRACR_DEBUG=1) to see the traceback. Output piped into a
+command that stops reading (`tracr run ... | head`) ends quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import inspect
 import json
 import math
 import os
 import pathlib
+import re
 import runpy
 import sys
 import typing
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from tracr.utils import errors
 
 EXIT_USAGE = 2
 BENCHMARKS = ("compression", "throughput", "compile_time")
 
 
-class UsageError(Exception):
+class UsageError(errors.TracrUserError):
     """A mistake in the command line: printed as one line, exit status 2."""
+
+
+@contextlib.contextmanager
+def _as_user_error() -> Iterator[None]:
+    """ValueErrors raised on what the user gave (an input, a model file) are user errors.
+
+    Elsewhere a ValueError or TypeError is a bug of tracr (see `main`).
+    """
+    try:
+        yield
+    except errors.TracrUserError:
+        raise
+    except ValueError as e:
+        raise UsageError(str(e)) from e
 
 
 class ModelMismatchError(Exception):
@@ -155,10 +181,11 @@ def parse_input(text: str, model: Any) -> List[Any]:
         by_name[str(token)] = token
     by_name.setdefault("BOS", bos)
     text = text.strip()
-    if "," in text:
-        items = [item.strip() for item in text.split(",")]
-    elif any(c.isspace() for c in text):
-        items = text.split()
+    comma_items = [item.strip() for item in text.split(",")]
+    if "," in text and all(item in by_name for item in comma_items):
+        items = comma_items  # tokens that hold spaces need commas alone
+    elif "," in text or any(c.isspace() for c in text):
+        items = [item for item in re.split(r"[\s,]+", text) if item]  # mixed separators
     elif text in by_name or not text:
         items = [text] if text else []
     elif all(c in by_name for c in text):
@@ -261,6 +288,11 @@ def _smallest_gap(vocab: Sequence[Any]) -> Any:
     return min(gaps) if gaps and len(numbers) == len(vocab) else 1
 
 
+def _spells_sop(text: str) -> bool:
+    """Whether an `--arg` value names an SOp (see `_sop_argument`)."""
+    return text in ("tokens", "indices") or text.startswith("tokens==")
+
+
 def _sop_argument(name: str, text: str, vocab: Sequence[Any]):
     from tracr.rasp import rasp
 
@@ -319,6 +351,9 @@ def build_program(
         is_sop = _is_sop_parameter(target, p)
         if p.name in args:
             text = args.pop(p.name)
+            # An unannotated parameter given tokens/indices/tokens==X is an SOp, as documented.
+            if p.annotation is p.empty and _spells_sop(text):
+                is_sop = True
             value = _sop_argument(p.name, text, vocab) if is_sop else parse_value(text, vocab)
             shown.append(f"{p.name}={text}")
         elif p.name == "max_seq_len":
@@ -359,8 +394,11 @@ def build_program(
         )
     try:
         program = target(*positional, **keywords)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"{label}({', '.join(shown)}) failed: {e}") from None
+    except Exception as e:  # noqa: BLE001 - the user's function: name it, whatever it raised
+        raise UsageError(
+            f"{label}({', '.join(shown)}) raised {type(e).__name__}: {e}"
+            + (" (run with --debug for the traceback)" if not isinstance(e, UsageError) else "")
+        ) from e
     if not isinstance(program, rasp.SOp):
         raise UsageError(f"{label} returned a {type(program).__name__}, not a rasp.SOp.")
     return program, f"{label}({', '.join(shown)})"
@@ -436,8 +474,9 @@ def _get_model(args: argparse.Namespace):
             )
         from tracr.io import saving
 
-        model = saving.load_model(spec)
-        meta = saving.load_metadata(spec)
+        with _as_user_error():  # a damaged or edited file
+            model = saving.load_model(spec)
+            meta = saving.load_metadata(spec)
         return model, None, meta.get("program", spec)
     if not is_program_spec(spec):
         problem = "is not a directory" if os.path.exists(spec) else "does not exist"
@@ -507,7 +546,7 @@ def _check_against_evaluator(model: Any, program: Any, args: argparse.Namespace)
     if not cert.exact:
         raise ModelMismatchError(
             f"the compiled model disagrees with the RASP evaluator on {which} inputs "
-            f"({cert.output.describe()}); nothing was saved. This is a compiler bug: please "
+            f"({cert.why_not_exact()}); nothing was saved. This is a compiler bug: please "
             f"report it with the command line."
         )
     skipped = f", {cert.skipped_inputs} outside the program's domain skipped" * bool(
@@ -554,7 +593,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     model, program, description = _get_model(args)
     tokens = parse_input(args.input, model)
-    out = model.apply(tokens)
+    with _as_user_error():  # an input the model refuses (too long, ...)
+        out = model.apply(tokens)
     print(f"model:  {description}")
     print(f"input:  {[_format_value(t) for t in tokens[1:]]}")
     print(f"output: {[_format_value(v) for v in out.decoded[1:]]}")
@@ -576,7 +616,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     model, _, description = _get_model(args)
     tokens = parse_input(args.input, model)
-    paths = plots.write_pngs(model, tokens, args.output)
+    with _as_user_error():
+        paths = plots.write_pngs(model, tokens, args.output)
     print(f"{description}: wrote {len(paths)} pictures to {args.output}")
     for path in paths:
         print(f"  {path}")
@@ -694,6 +735,9 @@ def make_parser() -> argparse.ArgumentParser:
         description="Compile RASP programs into transformer weights, run them and look inside.",
         epilog="Run `tracr COMMAND --help` for each command's options.",
     )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (TRACR_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     sub.add_parser("demo", help="compile lib.make_sort_unique and run it on one input")
@@ -794,11 +838,25 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_USER_ERRORS = (UsageError, ValueError, TypeError, NotImplementedError, OSError, ImportError)
+# What the user got wrong: one line, exit status 2. Other exceptions are
+# tracr's bugs: one line too, exit status 1, the traceback under --debug.
+_USER_ERRORS = (errors.TracrUserError, NotImplementedError, OSError, ImportError)
+EXIT_BUG = 1
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def _debug(args: Optional[argparse.Namespace]) -> bool:
+    return bool(os.environ.get("TRACR_DEBUG")) or bool(getattr(args, "debug", False))
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of stdout went away (`| head`): stop quietly, as `cat` does."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush writes nowhere
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -808,21 +866,49 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not argv:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if "--debug" in argv:  # accepted anywhere, e.g. `tracr run MODEL --debug`
+        argv = ["--debug"] + [a for a in argv if a != "--debug"]
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2), already printed
         return e.code if isinstance(e.code, int) else EXIT_USAGE
-    if args.command == "demo":
-        return demo()
+    try:
+        if args.command == "demo":
+            status = demo()
+        else:
+            status = _run_command(args)
+        sys.stdout.flush()  # a broken pipe shows here, not at exit
+        return status
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+
+
+def _run_command(args: argparse.Namespace) -> int:
     # A benchmark's own exceptions keep their tracebacks; ours become one line.
-    caught = (UsageError,) if args.command == "bench" else _USER_ERRORS
+    if args.command == "bench":
+        try:
+            return args.func(args)
+        except UsageError as e:
+            print(f"tracr {args.command}: error: {_one_line(e)}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         return args.func(args)
     except ModelMismatchError as e:
         print(f"tracr {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
-    except caught as e:
-        if os.environ.get("TRACR_DEBUG"):
+    except BrokenPipeError:
+        raise
+    except _USER_ERRORS as e:
+        if _debug(args):
             raise
         print(f"tracr {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as e:  # noqa: BLE001 - a bug in tracr: say so in one line
+        if _debug(args):
+            raise
+        print(
+            f"tracr {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
+            "(a bug in tracr; rerun with --debug for the traceback and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_BUG

@@ -15,7 +15,9 @@ from tracr.compiler import (
     rasp_to_graph,
     validating,
 )
+from tracr.craft import bases
 from tracr.rasp import causal_eval, rasp
+from tracr.utils import errors
 
 _RNG = random.Random(0)
 VALUE_SETS = {
@@ -199,3 +201,49 @@ def test_a_width_that_can_skip_positions_is_not_the_length():
     inferred = set(_inferred(diff, vocab, n)[diff.label])
     assert _observed(diff, vocab, n) <= inferred
     assert 0 in _observed(diff, vocab, n)  # width n - 1 at the last position
+
+
+def _graph(program):
+    return rasp_to_graph.extract_rasp_graph(program)
+
+
+def test_infer_value_sets_returns_a_frozen_result_and_infer_bases_writes_a_view():
+    doubled = rasp.Map(lambda x: 2 * x, rasp.tokens)
+    frac = rasp.numerical(rasp.Map(lambda x: x > 1, doubled, simplify=False))
+    extracted = _graph(frac)
+    result = basis_inference.infer_value_sets(extracted.graph, {1, 2}, 3)
+    assert nodes.VALUE_SET not in extracted.graph.nodes[doubled.label]  # graph untouched
+    assert result.value_set(doubled) == {2, 4}
+    assert result.output_basis(doubled) == tuple(
+        bases.BasisDirection(doubled.label, v) for v in (2, 4)
+    )
+    assert result.output_basis(frac) == (bases.BasisDirection(frac.label),)
+    with pytest.raises(TypeError):
+        result.value_sets[doubled.label] = {0}
+    with pytest.raises(AttributeError):
+        result.value_set(doubled).add(6)
+    # The graph attributes are the same values (Tracr's interface).
+    assert basis_inference.infer_bases(extracted.graph, extracted.sink, {1, 2}, 3) == result
+    for label, value_set in result.value_sets.items():
+        node = extracted.graph.nodes[label]
+        assert node[nodes.VALUE_SET] == value_set
+        assert node[nodes.OUTPUT_BASIS] == list(result.output_bases[label])
+
+
+def test_unhashable_map_value_names_the_expression():
+    listed = rasp.Map(lambda x: [x], rasp.tokens)
+    with pytest.raises(errors.TracrUserError, match=f"{listed.label}: .*\\[1\\].*unhashable"):
+        basis_inference.infer_value_sets(_graph(listed).graph, {1, 2}, 3)
+
+
+def test_function_raising_another_error_names_the_expression_and_input():
+    keyed = rasp.SequenceMap(lambda x, y: {1: "a"}[x] + str(y), rasp.tokens, rasp.indices)
+    with pytest.raises(errors.TracrUserError, match=f"{keyed.label}: .*KeyError.*\\(2, 0\\)"):
+        compiling.compile_rasp_to_model(keyed, {1, 2}, 3)
+
+
+def test_numerical_function_that_raises_is_refused_with_the_input():
+    """1 // (x - 2) raises at x = 2: a numerical model would answer there (0), RASP raises."""
+    inverse = rasp.numerical(rasp.Map(lambda x: 1 // (x - 2), rasp.tokens))
+    with pytest.raises(NotImplementedError, match=f"{inverse.label}: .*ZeroDivisionError.*\\(2\\)"):
+        compiling.compile_rasp_to_model(inverse, {1, 2, 3}, 3)

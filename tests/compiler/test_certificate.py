@@ -8,6 +8,7 @@ import pytest
 
 from tracr.compiler import certificate, compiling, equivalence, lib, validating
 from tracr.rasp import rasp
+from tracr.transformer import spec as spec_lib
 
 VOCAB = {"a", "b", "c"}
 
@@ -45,9 +46,13 @@ def test_margin_measures_the_unembedded_logits():
     name = "transformer/layer_0/mlp/linear_2"
     scaled = _set_param(model, name, "w", lambda w: 0.3 * w)
     cert = certificate.certify(scaled, program)
-    assert cert.exact
+    assert cert.output.exact and cert.output.wrong == 0  # the argmax is still right
     assert cert.output.min_margin == pytest.approx(0.3, abs=1e-5)
     assert cert.output.max_error == pytest.approx(0.7, abs=1e-5)
+    # ... but 0.3 is below spec.ACTIVE_THRESHOLD: the positions would read as None.
+    assert cert.active.min_active == pytest.approx(0.3, abs=1e-5)
+    assert not cert.active.certified and not cert.exact
+    assert "NOT certified" in cert.why_not_exact()
 
 
 def test_wrong_outputs_are_counted_with_negative_margin():
@@ -138,3 +143,46 @@ def test_wrong_program_is_rejected():
     model = _compile(lib.make_hist())
     with pytest.raises(ValueError, match="residual"):
         certificate.certify(model, lib.make_length())
+
+
+def test_values_are_looked_up_by_equality():
+    """The evaluator's 1.0 or True is the direction of the value 1 (their strings differ)."""
+    program = rasp.Map(lambda x: {1: True, 2: 1.0, 3: 2}[x], rasp.tokens)
+    cert = certificate.certify(_compile(program, {1, 2, 3}, 3), program)
+    assert cert.exact and cert.output.wrong == 0
+    assert cert.output.positions == 3 + 2 * 9 + 3 * 27
+
+
+def test_comparing_nothing_is_a_failure():
+    same_token = rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ)
+    program = rasp.Aggregate(same_token, rasp.indices)
+    model = _compile(program, {"a", "b"}, 3)
+    for inputs in ([], [("a", "a"), ("b", "b", "b")]):  # none, or all outside the domain
+        cert = certificate.certify(model, program, inputs)
+        assert cert.compared == 0 and cert.skipped_inputs == len(inputs)
+        assert not cert.exact
+        assert "NOTHING COMPARED" in cert.summary()
+        assert "nothing was compared" in cert.why_not_exact()
+    cert = certificate.certify(model, program, [("a", "b")])
+    assert cert.compared == 2 and cert.exact
+
+
+def test_active_margin_of_none_positions():
+    """shift_by(1): position 0 selects nothing, RASP gives None, the output must be empty."""
+    program = lib.shift_by(1, rasp.tokens)
+    model = _compile(program)
+    cert = certificate.certify(model, program)
+    n = 3 + 9 + 27 + 81  # inputs; one None position (the first) each
+    assert (cert.active.none_positions, cert.active.value_positions) == (n, cert.compared)
+    assert cert.active.max_inactive < 1e-5 and cert.active.min_active > 1 - 1e-5
+    assert cert.active.certified and cert.exact and "certified" in cert.summary()
+    # The same bias on every output direction: the argmax is unchanged, but the
+    # None positions now hold 0.4, too close to the threshold.
+    columns = np.array(model.spec.output.reads)
+    name = spec_lib.param_name(0, "attn", "linear")
+    biased = _set_param(model, name, "b", lambda b: b + 0.4 * np.isin(np.arange(len(b)), columns))
+    cert = certificate.certify(biased, program)
+    assert cert.output.wrong == 0 and cert.output.exact
+    assert cert.active.max_inactive == pytest.approx(0.4, abs=1e-5)
+    assert not cert.active.certified and not cert.exact
+    assert "NOT certified" in cert.why_not_exact()

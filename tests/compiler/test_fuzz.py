@@ -7,13 +7,16 @@ same check on thousands of programs.
 """
 
 import collections
+import dataclasses
 import re
 
+import numpy as np
 import pytest
 
 from tracr.compiler import compiling, equivalence
 from tracr.fuzz import checker, generator
 from tracr.rasp import causal_eval, rasp
+from tracr.transformer import spec as spec_lib
 
 NUM_CHUNKS = 8
 PER_CHUNK = 40  # 320 programs in all
@@ -157,3 +160,52 @@ def test_checker_classifies_each_outcome():
     partial = checker.check(first, ["a", "b"], 3)
     assert partial.outcome == checker.EXACT
     assert 0 < partial.flagged < partial.num_inputs
+
+
+@pytest.mark.parametrize("seed, min_layers", [(10, 9), (100019, 1)])
+def test_every_path_is_checked(seed, min_layers):
+    """Seed 10 of the default settings has 14 layers; seed 100019 an MLP as wide as the
+    residual (the compressed path's layout check once confused the two axes)."""
+    case = generator.generate(seed)
+    result = checker.check_case(case, paths=checker.PATHS)
+    assert result.outcome == checker.EXACT, result.detail
+    assert result.paths == checker.PATHS
+    assert result.num_layers >= min_layers
+
+
+def test_the_checker_compares_each_path_and_none_positions_in_one_place():
+    program = rasp.SequenceMap(lambda x, y: x if x > y else y / 2, rasp.tokens, rasp.indices)
+    result = checker.check(program, [True, 2, 3], 3, paths=("apply_batch", "compressed"))
+    assert (result.outcome, result.paths) == (checker.EXACT, ("apply_batch", "compressed"))
+    with pytest.raises(ValueError, match="paths"):
+        checker.check(program, [1, 2], 3, paths=("fast",))
+    assert checker._agrees(None, "anything", numerical=False)  # until None decoding lands
+    assert not checker._agrees(1, 2, numerical=False)
+
+
+def test_numpy_forward_reads_the_layout_from_the_spec():
+    program = rasp.Map(lambda x: x + 1, rasp.tokens)
+    model = compiling.compile_rasp_to_model(program, {1, 2, 3}, 3)
+    ids = np.array([model.input_encoder.encode(["compiler_bos", 3, 1, 2])])
+    plain = checker.numpy_forward(model, ids)
+    assert model.output_encoder.decode(plain[0, 1:].tolist()) == [4, 2, 3]
+    # An orthonormal rotation of the residual folded in computes the same function
+    # (at BOS the output is empty: its argmax is float noise).
+    d = model.spec.d_model
+    rotation = np.linalg.qr(np.random.default_rng(0).normal(size=(d, d)))[0]
+    np.testing.assert_array_equal(checker.numpy_forward(model, ids, rotation)[:, 1:], plain[:, 1:])
+    first = spec_lib.param_name(0, "mlp", "linear_1")
+    params = {k: dict(v) for k, v in model.params.items()}
+    params[first]["w"] = params[first]["w"][:, :-1]
+    with pytest.raises(ValueError, match=first):
+        checker.numpy_forward(dataclasses.replace(model, params=params), ids)
+
+
+def test_generator_menus_cover_mixed_types_strings_and_deep_programs():
+    cases = [generator.generate(seed) for seed in range(300)]
+    vocabs = {case.vocab for case in cases}
+    assert frozenset({True, 2, 0.5}) in vocabs and frozenset({"ab", "c", "xyz"}) in vocabs
+    sources = "\n".join(case.source for case in cases)
+    assert "x if x > y else y / 2" in sources
+    assert re.search(r"numerical\(SequenceMap\((?!float)", sources)  # numbers as they come
+    assert max(case.depth for case in cases) >= 12

@@ -9,11 +9,13 @@ guard suspects from the issue that fuzzing found to be compiled correctly.
 See docs/fuzzing.md.
 """
 
+import numpy as np
 import pytest
 
 from tracr.compiler import compiling, lib, validating
 from tracr.fuzz import checker
 from tracr.rasp import rasp
+from tracr.transformer import spec as spec_lib
 
 tokens, indices = rasp.tokens, rasp.indices
 C = rasp.Comparison
@@ -234,3 +236,71 @@ def test_output_that_is_always_none_is_rejected():
     # Inside a program it is fine: only the output is decoded (a width of 0).
     never = rasp.Map(lambda x: None, even)
     _assert_exact(rasp.SelectorWidth(rasp.Select(never, tokens, C.EQ)), {0, 1}, 3)
+
+
+# ----------------------------------------------------------- mixed value types
+# 1, 1.0 and True are one value in Python (equal, same hash). A numerical
+# SequenceMap indexed its values by repr, so f returning 1.0 where the value set
+# held 1 (or True) crashed the compiler with KeyError: '1.0' (or 'True').
+
+
+def _mixed(x, y):
+    return x if x > y else y / 2
+
+
+@pytest.mark.parametrize("vocab", [{1, 2, 3}, {True, 2, 3}])
+@pytest.mark.parametrize("numerical", [False, True])
+def test_mixed_value_types_compile_exactly(vocab, numerical):
+    encode = num if numerical else (lambda sop: sop)
+    for snd in (indices, tokens):
+        _assert_exact(encode(rasp.SequenceMap(_mixed, tokens, snd)), vocab, 4)
+
+
+def test_mixed_value_types_through_map_aggregate_and_output():
+    mixed = rasp.SequenceMap(_mixed, tokens, indices)
+    copied = rasp.Aggregate(rasp.Select(indices, indices, C.EQ), mixed)
+    _assert_exact(copied, {True, 2, 3}, 4)
+    _assert_exact(rasp.Map(lambda v: v * 2, copied), {True, 2, 3}, 4)
+    _assert_exact(rasp.Map(lambda x: {1: True, 2: 1.0, 3: 2}[x], tokens), {1, 2, 3}, 3)
+
+
+# ------------------------------------------------------------ silent zeros
+# The embedding writes tokens and indices one-hot whatever their annotation, so
+# rasp.numerical(tokens) read one empty direction: 0 at every position, also
+# for every expression reading it.
+
+
+@pytest.mark.parametrize("primitive", [tokens, indices])
+def test_numerical_input_primitive_is_refused(primitive):
+    numerical = num(primitive)
+    other = indices if primitive is tokens else tokens
+    for program in (
+        numerical,
+        num(rasp.Map(lambda x: x + 1, numerical)),
+        rasp.Map(lambda x: x + 1, numerical),
+        num(rasp.Aggregate(rasp.Select(other, other, C.EQ), numerical, default=0)),
+    ):
+        _assert_rejected(program, {0, 1}, 3, primitive, "one-hot")
+    # The rewrite the message suggests compiles exactly.
+    _assert_exact(num(rasp.Map(lambda x: x, primitive)), {0, 1, 2}, 3)
+
+
+# ------------------------------------------- functions that raise on some inputs
+# The compiler reads a Map's function as errors.ignoring_arithmetic_errors does:
+# where it raises an ArithmeticError there is no value. A categorical SOp has
+# no active direction there (None); a numerical one would answer (0), so it is
+# refused with the input (see test_basis_inference).
+
+
+def test_partial_categorical_map_has_no_value_where_it_raises():
+    inverse = rasp.Map(lambda x: 1 // (x - 2), tokens)
+    model = compiling.compile_rasp_to_model(inverse, {1, 2, 3}, 3)
+    residual = np.asarray(model.apply(["compiler_bos", 1, 2, 3]).transformer_output)[0]
+    output = residual[:, list(model.spec.output.reads)]  # [T, output values]
+    assert np.abs(output[2]).max() < spec_lib.ACTIVE_THRESHOLD / 10  # the 2: no value
+    for position, value in ((1, -1), (3, 1)):
+        assert output[position].max() > 1 - spec_lib.ACTIVE_THRESHOLD / 10
+        assert model.spec.output.values[int(output[position].argmax())] == value
+    _assert_exact(inverse, {1, 2, 3}, 3, partial=True)
+    with pytest.raises(NotImplementedError, match="no 'no value'"):
+        compiling.compile_rasp_to_model(num(inverse), {1, 2, 3}, 3)

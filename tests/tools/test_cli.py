@@ -343,3 +343,85 @@ def test_parsers():
     assert cli.parse_value("True", []) is True
     assert cli.is_program_spec("lib:make_hist") and cli.is_program_spec("a/b.py:f")
     assert not cli.is_program_spec("some_dir")
+
+
+# ------------------------------------------------------------- issue 17 edges
+
+_PROGRAMS = """
+from tracr.rasp import rasp
+
+
+def boom():
+    raise RuntimeError("the user's bug")
+
+
+def identity(sop):  # unannotated: --arg sop=indices binds rasp.indices
+    return rasp.Map(lambda x: x, sop)
+
+
+def listed():
+    return rasp.Map(lambda x: [x], rasp.tokens)
+"""
+
+
+@pytest.fixture()
+def programs(tmp_path):
+    path = tmp_path / "programs.py"
+    path.write_text(_PROGRAMS)
+    return path
+
+
+def test_a_raising_program_function_is_one_line_naming_it(capsys, programs):
+    args = ["run", f"{programs}:boom", "--vocab", "1,2", "--max-seq-len", "3", "--input", "1"]
+    code, out, err = run_main(capsys, *args)
+    assert_one_line_error(code, out, err, "run", f"{programs}:boom() raised RuntimeError")
+    assert "the user's bug" in err and "--debug" in err
+    code, _, err = tracr(*args, "--debug")
+    assert code == 1 and "Traceback" in err and "RuntimeError: the user's bug" in err
+
+
+def test_an_unhashable_map_value_is_a_user_error(capsys, programs):
+    args = ["run", f"{programs}:listed", "--vocab", "1,2", "--max-seq-len", "3", "--input", "1"]
+    code, out, err = run_main(capsys, *args)
+    assert_one_line_error(code, out, err, "run", "returned [1] (a list, unhashable)")
+
+
+def test_unannotated_sop_parameters_are_bound_as_documented(capsys, programs):
+    args = ["run", f"{programs}:identity", "--vocab", "a,b", "--max-seq-len", "3"]
+    code, out, err = run_main(capsys, *args, "--arg", "sop=indices", "--input", "b a b")
+    assert code == 0, err
+    assert "output: [0, 1, 2]" in out and "sop=indices" in out
+    code, out, err = run_main(capsys, *args, "--arg", "sop=tokens", "--input", "b a b")
+    assert code == 0, err
+    assert "output: ['b', 'a', 'b']" in out
+
+
+def test_input_separators_can_be_mixed(capsys):
+    args = ["run", "lib:make_length", "--vocab", "1,2,3", "--max-seq-len", "4"]
+    code, out, err = run_main(capsys, *args, "--input", "1, 2 3,,1")
+    assert code == 0, err
+    assert "input:  [1, 2, 3, 1]" in out and "output: [4, 4, 4, 4]" in out
+
+
+def test_other_errors_are_bugs_not_usage_errors(capsys, monkeypatch):
+    """A ValueError from inside tracr is a bug: one line, exit status 1, not a usage error."""
+    monkeypatch.setattr(
+        cli, "parse_input", lambda text, model: (_ for _ in ()).throw(ValueError("x"))
+    )
+    args = ["run", "lib:make_length", "--vocab", "1,2", "--max-seq-len", "3", "--input", "1"]
+    code, out, err = run_main(capsys, *args)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith("tracr run: internal error: ValueError: x") and "bug" in err
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`tracr run ... | head`: the reader is gone before the output is written."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracr", "run", "lib:make_length", "--vocab", "a,b",
+         "--max-seq-len", "3", "--input", "ab", "--residuals"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert err == ""

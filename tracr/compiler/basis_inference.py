@@ -16,13 +16,37 @@ the two only pairs values of equal width. A bracket balance
 ``(a - b) / w`` at max_seq_len 100 instead of the ~6 million differences of
 any two fractions, and everything downstream (numerical MLPs, validation)
 is built for the values that can occur.
+
+Functions that raise: a Map's or SequenceMap's function is read as
+`errors.ignoring_arithmetic_errors` reads it. Where it raises an
+ArithmeticError (``1 // (x - 2)`` at 2) the SOp has no value: a categorical
+SOp writes no direction there (decoded None), and a numerical SOp, which
+cannot say "no value", is refused naming the input. Any other exception, or
+an unhashable result, is an `errors.TracrUserError` naming the expression.
+
+`infer_value_sets` returns the result (`BasisInference`, read-only);
+`infer_bases` also writes it onto the graph as Tracr's VALUE_SET and
+OUTPUT_BASIS node attributes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any, Callable, Dict, Hashable, Iterable, Mapping, Optional, Set
+import types
+from typing import (
+    AbstractSet,
+    Any,
+    Callable,
+    Dict,
+    Hashable,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Set,
+    Tuple,
+)
 
 import networkx as nx
 import numpy as np
@@ -45,11 +69,14 @@ class InferBasesOutput:
     graph: nx.DiGraph
 
 
-def _apply_all(f: Callable[..., Any], *value_sets: Iterable[Any]) -> Set[Any]:
+def _apply_all(
+    f: Callable[..., Any], *value_sets: Iterable[Any], raised: Optional[List[tuple]] = None
+) -> Set[Any]:
     """Every non-None output of f over the product of the value sets.
 
     Inputs where f raises an ArithmeticError are skipped, with a warning (as with
-    `errors.ignoring_arithmetic_errors`). f runs once per element of the
+    `errors.ignoring_arithmetic_errors`); the first of them, with the error, is
+    appended to `raised` as `(args, error)`. f runs once per element of the
     product, millions of times for SOps over numerical means, so the usual
     case (f raises nothing) maps f in C, and only a raise falls back to a loop.
     """
@@ -78,10 +105,16 @@ def _apply_all(f: Callable[..., Any], *value_sets: Iterable[Any]) -> Set[Any]:
             if not logged:  # once per function: it may run millions of times
                 errors.log_ignored_arithmetic_error(f, args, e)
                 logged = True
+            _note(raised, args, e)
             continue
         if y is not None:
             add(y)
     return out
+
+
+def _note(raised: Optional[List[tuple]], args: tuple, error: ArithmeticError) -> None:
+    if raised is not None and not raised:
+        raised.append((args, error))
 
 
 # Below this magnitude every int is a float64 and every product and sum of the
@@ -135,7 +168,9 @@ def linear_combination_is_total(
     return _exact_linear_inputs(expr, fst, snd) is not None
 
 
-def _linear_value_set(expr: rasp.LinearSequenceMap, fst: Set[Any], snd: Set[Any]) -> Set[Any]:
+def _linear_value_set(
+    expr: rasp.LinearSequenceMap, fst: Set[Any], snd: Set[Any], raised: Optional[List[tuple]] = None
+) -> Set[Any]:
     """`{a x + b y}` over all pairs, vectorised when it is exact.
 
     For finite ints and floats numpy's float64 arithmetic gives the same number
@@ -146,7 +181,7 @@ def _linear_value_set(expr: rasp.LinearSequenceMap, fst: Set[Any], snd: Set[Any]
     """
     arrays = _exact_linear_inputs(expr, fst, snd)
     if arrays is None:
-        return _apply_all(expr.f, fst, snd)
+        return _apply_all(expr.f, fst, snd, raised=raised)
     x, y = arrays
     sums = _sorted_unique(np.add.outer(expr.fst_fac * x, expr.snd_fac * y).ravel())
     # Millions of values at max_seq_len 100: kept sorted in numpy, not hashed.
@@ -274,10 +309,29 @@ class ValueSetInference:
 
         Raises:
           NotImplementedError: as `mean_value_set`, for a numerical Aggregate
-            with too many possible means, or for an unknown kind of SOp.
+            with too many possible means, for an unknown kind of SOp, or for a
+            numerical Map/SequenceMap whose function raises an ArithmeticError
+            on a value its inputs can take (see `_refuse_raising`).
+          errors.TracrUserError: a Map's or SequenceMap's function raised
+            another exception or returned an unhashable value.
         """
-        by_width = self._joint(expr)
-        by_position = self._positional(expr)
+        raised: List[Tuple[tuple, ArithmeticError]] = []
+        try:
+            value_set = self._infer(expr, raised)
+        except (NotImplementedError, ArithmeticError):
+            raise
+        except Exception as e:  # noqa: BLE001 - the user's function: name it
+            if not isinstance(expr, (rasp.Map, rasp.SequenceMap)):
+                raise
+            raise _function_error(expr, [self.value_sets[c.label] for c in expr.children], e) from e
+        if raised and rasp.is_numerical(expr):
+            _refuse_raising(expr, *raised[0])
+        self.value_sets[expr.label] = value_set
+        return value_set
+
+    def _infer(self, expr: rasp.SOp, raised: List[tuple]) -> Set[Any]:
+        by_width = self._joint(expr, raised)
+        by_position = self._positional(expr, raised)
         if by_width is not None:
             self._by_width[expr.label] = by_width
             value_set = _union(expr, by_width.values.values())
@@ -286,13 +340,12 @@ class ValueSetInference:
         elif by_position is not None:
             value_set = _union(expr, by_position.values())
         else:
-            value_set = self._value_set(expr)
+            value_set = self._value_set(expr, raised)
         if by_position is not None:
             self._by_position[expr.label] = by_position
-        self.value_sets[expr.label] = value_set
         return value_set
 
-    def _positional(self, expr: rasp.SOp) -> Optional[Dict[int, Set[Any]]]:
+    def _positional(self, expr: rasp.SOp, raised: List[tuple]) -> Optional[Dict[int, Set[Any]]]:
         """`expr`'s values at each position i (0-based), where that is known.
 
         indices is i at position i, and the length (the width of a Select of
@@ -309,10 +362,10 @@ class ValueSetInference:
         if isinstance(expr, (rasp.Map, rasp.SequenceMap)):
             if any(child.label not in self._by_position for child in expr.children):
                 return None
-            return _propagate(expr, self._by_position)
+            return _propagate(expr, self._by_position, raised)
         return None
 
-    def _joint(self, expr: rasp.SOp) -> Optional[_ByWidth]:
+    def _joint(self, expr: rasp.SOp, raised: List[tuple]) -> Optional[_ByWidth]:
         """`expr`'s values split by selector width, if its inputs allow it."""
         n = self.max_seq_len
         if isinstance(expr, rasp.Aggregate) and rasp.is_numerical(expr):
@@ -327,11 +380,12 @@ class ValueSetInference:
             parts = [self._by_width.get(child.label) for child in expr.children]
             if any(p is None for p in parts) or len({p.selector for p in parts}) != 1:
                 return None
-            values = _propagate(expr, {c.label: p.values for c, p in zip(expr.children, parts)})
+            splits = {c.label: p.values for c, p in zip(expr.children, parts)}
+            values = _propagate(expr, splits, raised)
             return None if values is None else _ByWidth(parts[0].selector, values)
         return None
 
-    def _value_set(self, expr: rasp.SOp) -> Set[Any]:
+    def _value_set(self, expr: rasp.SOp, raised: List[tuple]) -> Set[Any]:
         def of(child: rasp.RASPExpr) -> Set[Any]:
             return self.value_sets[child.label]
 
@@ -343,11 +397,11 @@ class ValueSetInference:
         if isinstance(expr, rasp.LengthType):
             return set(range(1, max_seq_len + 1))
         if isinstance(expr, rasp.Map):
-            return _apply_all(expr.f, of(expr.inner))
+            return _apply_all(expr.f, of(expr.inner), raised=raised)
         if isinstance(expr, rasp.SequenceMap) and expr.fst.label == expr.snd.label:
-            return _diagonal(expr, of(expr.fst))
+            return _diagonal(expr, of(expr.fst), raised)
         if isinstance(expr, rasp.SequenceMap):
-            return _pair_values(expr, of(expr.fst), of(expr.snd))
+            return _pair_values(expr, of(expr.fst), of(expr.snd), raised)
         if isinstance(expr, rasp.Full):
             return {expr.fill}
         if isinstance(expr, rasp.ConstantSOp):
@@ -367,6 +421,55 @@ class ValueSetInference:
         )
 
 
+def _refuse_raising(expr: rasp.SOp, args: tuple, error: ArithmeticError) -> None:
+    """A numerical SOp has no 'no value': where f raises, the model would answer.
+
+    The compiler reads a function as `errors.ignoring_arithmetic_errors` does:
+    where it raises an ArithmeticError there is no value (None). A categorical
+    SOp then has no active direction; a numerical one would hold a number (0 or
+    a neighbour's value) where RASP raises, so it is refused.
+    """
+    shown = ", ".join(repr(a) for a in args)
+    raise NotImplementedError(
+        f"{expr.label}: its function raises {type(error).__name__} ({error}) on ({shown}), a "
+        f"value its inputs can take, and a numerical SOp has no 'no value' to give there. "
+        f"Return a number for every input, or make the SOp categorical (None there)."
+    )
+
+
+def _function_error(
+    expr: rasp.SOp, value_sets: List[Set[Any]], error: Exception
+) -> errors.TracrUserError:
+    """The user-facing error for a Map/SequenceMap whose function failed in basis inference.
+
+    Finds the first input on which the function raises or returns an
+    unhashable value (a value set holds hashable values only).
+    """
+    if isinstance(expr, rasp.SequenceMap) and expr.fst.label == expr.snd.label:
+        pairs: Iterable[tuple] = ((x, x) for x in value_sets[0])
+    else:
+        pairs = itertools.product(*value_sets)
+    for args in pairs:
+        shown = ", ".join(repr(a) for a in args)
+        try:
+            y = expr.f(*args)
+        except ArithmeticError:
+            continue
+        except Exception as e:  # noqa: BLE001
+            return errors.TracrUserError(
+                f"{expr.label}: its function raised {type(e).__name__}: {e} on ({shown}), a value "
+                f"its inputs can take. Make it return a value (or None) for every input."
+            )
+        try:
+            hash(y)
+        except TypeError:
+            return errors.TracrUserError(
+                f"{expr.label}: its function returned {y!r} (a {type(y).__name__}, unhashable) on "
+                f"({shown}); values must be hashable, e.g. a tuple instead of a list."
+            )
+    return errors.TracrUserError(f"{expr.label}: computing its value set failed: {error}")
+
+
 def _counts_every_position(selector: rasp.Selector) -> bool:
     """Whether `selector` selects every (visible) key: its width is the length."""
     inputs = {rasp.tokens.label, rasp.indices.label}
@@ -379,7 +482,9 @@ def _counts_every_position(selector: rasp.Selector) -> bool:
 
 
 def _propagate(
-    expr: rasp.SOp, splits: Mapping[str, Mapping[Any, Set[Any]]]
+    expr: rasp.SOp,
+    splits: Mapping[str, Mapping[Any, Set[Any]]],
+    raised: Optional[List[tuple]] = None,
 ) -> Optional[Dict[Any, Set[Any]]]:
     """A Map's or SequenceMap's values split as its inputs' are (by width, by position).
 
@@ -389,29 +494,35 @@ def _propagate(
     inputs are split into different parts.
     """
     if isinstance(expr, rasp.Map):
-        return {k: _apply_all(expr.f, v) for k, v in splits[expr.inner.label].items()}
+        return {
+            k: _apply_all(expr.f, v, raised=raised) for k, v in splits[expr.inner.label].items()
+        }
     fst, snd = splits[expr.fst.label], splits[expr.snd.label]
     if expr.fst.label == expr.snd.label:
-        return {k: _diagonal(expr, v) for k, v in fst.items()}
+        return {k: _diagonal(expr, v, raised) for k, v in fst.items()}
     if fst.keys() != snd.keys():
         return None
-    return {k: _pair_values(expr, fst[k], snd[k]) for k in fst}
+    return {k: _pair_values(expr, fst[k], snd[k], raised) for k in fst}
 
 
-def _pair_values(expr: rasp.SequenceMap, fst: Set[Any], snd: Set[Any]) -> Set[Any]:
+def _pair_values(
+    expr: rasp.SequenceMap, fst: Set[Any], snd: Set[Any], raised: Optional[List[tuple]] = None
+) -> Set[Any]:
     """f over every pair of values (vectorised for a LinearSequenceMap)."""
     if isinstance(expr, rasp.LinearSequenceMap):
-        return _linear_value_set(expr, fst, snd)
-    return _apply_all(expr.f, fst, snd)
+        return _linear_value_set(expr, fst, snd, raised)
+    return _apply_all(expr.f, fst, snd, raised=raised)
 
 
-def _diagonal(expr: rasp.SequenceMap, values: Set[Any]) -> Set[Any]:
+def _diagonal(
+    expr: rasp.SequenceMap, values: Set[Any], raised: Optional[List[tuple]] = None
+) -> Set[Any]:
     """{f(x, x)}: a SequenceMap of one SOp with itself sees the same value twice.
 
     (The compiler builds it as a Map of f(x, x), see expr_to_craft_graph.)
     """
     f = expr.f
-    return _apply_all(lambda x: f(x, x), values)
+    return _apply_all(lambda x: f(x, x), values, raised=raised)
 
 
 def _union(expr: rasp.SOp, parts: Iterable[Set[Any]]) -> Set[Any]:
@@ -424,21 +535,66 @@ def _union(expr: rasp.SOp, parts: Iterable[Set[Any]]) -> Set[Any]:
     return set().union(*parts)
 
 
-def infer_bases(graph: nx.DiGraph, sink: Node, vocab: Set[rasp.Value], max_seq_len: int) -> None:
-    """Annotates every SOp node with VALUE_SET and OUTPUT_BASIS (in place)."""
-    del sink  # every node of the graph is annotated
+@dataclasses.dataclass(frozen=True)
+class BasisInference:
+    """What basis inference found: every SOp's value set and output basis, by label.
+
+    The pass's return value. Read-only (mappings are proxies, value sets
+    frozensets or `SortedNumbers`); the graph attributes `nodes.VALUE_SET` and
+    `nodes.OUTPUT_BASIS` that `infer_bases` writes are a view of it.
+    """
+
+    value_sets: Mapping[str, AbstractSet[Any]]
+    output_bases: Mapping[str, Tuple[bases.BasisDirection, ...]]
+
+    def value_set(self, expr: rasp.SOp) -> AbstractSet[Any]:
+        """The values `expr` can take."""
+        return self.value_sets[expr.label]
+
+    def output_basis(self, expr: rasp.SOp) -> Tuple[bases.BasisDirection, ...]:
+        """The residual directions `expr` owns (sorted)."""
+        return self.output_bases[expr.label]
+
+
+def infer_value_sets(graph: nx.DiGraph, vocab: Set[rasp.Value], max_seq_len: int) -> BasisInference:
+    """The value set and output basis of every SOp of `graph` (which is not modified).
+
+    Raises:
+      NotImplementedError, errors.TracrUserError: as `ValueSetInference.add`.
+    """
     inference = ValueSetInference(vocab, max_seq_len)
+    value_sets: Dict[str, AbstractSet[Any]] = {}
+    output_bases: Dict[str, Tuple[bases.BasisDirection, ...]] = {}
     for label in nx.topological_sort(graph):
-        node = graph.nodes[label]
-        expr = node[nodes.EXPR]
+        expr = graph.nodes[label][nodes.EXPR]
         if not isinstance(expr, rasp.SOp):
             continue
         value_set = inference.add(expr)
+        if not isinstance(value_set, SortedNumbers):
+            value_set = frozenset(value_set)
+        value_sets[label] = value_set
+        output_bases[label] = tuple(output_basis(expr, value_set))
+    return BasisInference(types.MappingProxyType(value_sets), types.MappingProxyType(output_bases))
+
+
+def infer_bases(
+    graph: nx.DiGraph, sink: Node, vocab: Set[rasp.Value], max_seq_len: int
+) -> BasisInference:
+    """Annotates every SOp node with VALUE_SET and OUTPUT_BASIS (in place), as Tracr does.
+
+    The annotations are a view of the returned `infer_value_sets` result.
+    """
+    del sink  # every node of the graph is annotated
+    result = infer_value_sets(graph, vocab, max_seq_len)
+    for label, value_set in result.value_sets.items():
+        node = graph.nodes[label]
         node[nodes.VALUE_SET] = value_set
-        node[nodes.OUTPUT_BASIS] = output_basis(expr, value_set)
+        node[nodes.OUTPUT_BASIS] = list(result.output_bases[label])
+    return result
 
 
-def output_basis(expr: rasp.SOp, value_set: Set[Any]) -> list:
+def output_basis(expr: rasp.SOp, value_set: AbstractSet[Any]) -> list:
+    """One direction for a numerical SOp, one per value (sorted) for a categorical one."""
     if rasp.is_numerical(expr):
         return [bases.BasisDirection(expr.label)]
     return sorted(bases.BasisDirection(expr.label, v) for v in value_set)

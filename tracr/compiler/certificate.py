@@ -16,7 +16,7 @@ residual stream and records
 
 It does this for the program's output and, with `intermediates=True`, for
 every computed SOp of the program that owns directions in the residual
-stream (found through `model.residual_labels`): each block writes only its
+stream (found through `model.spec`): each block writes only its
 own directions, so the final residual still holds every intermediate value.
 A certificate is a measurement on the inputs it saw; on an exhaustive run it
 covers the whole domain::
@@ -29,6 +29,13 @@ covers the whole domain::
     cert.exact                                       # True
     cert.output.min_margin                           # ~1.0
     print(cert.summary())
+
+A certificate that compared nothing (no input, or every input outside the
+program's domain) is not exact. For a categorical output it also certifies
+the "active" decision (`ActiveMargin`): where RASP has None every output
+magnitude stays below `spec.ACTIVE_THRESHOLD` by `REQUIRED_ACTIVE_MARGIN`,
+and where it has a value the largest one stays above it by as much, so that
+decoding "no active direction" as None agrees with the evaluator.
 
 Inputs are run in fixed-size batches padded to max_seq_len + 1 with the PAD
 token (masked out of attention, so padding changes no real position), which
@@ -49,8 +56,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tracr.compiler import assemble, equivalence, validating
-from tracr.craft import bases
 from tracr.rasp import rasp
+from tracr.transformer import spec as spec_lib
 
 # Inputs whose evaluation raises these, or that dynamic validation flags (e.g. a
 # categorical Aggregate that selects two different values), are outside the
@@ -101,6 +108,56 @@ class SOpMargin:
         return f"{self.label}: {measure} over {self.positions} positions, {verdict}"
 
 
+# How far from `spec.ACTIVE_THRESHOLD` a categorical output must stay to be
+# certified: every output magnitude at most 0.25 where RASP has None, the
+# largest at least 0.75 where it has a value (a clean one-hot: 0 and 1).
+REQUIRED_ACTIVE_MARGIN = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class ActiveMargin:
+    """How clearly a categorical output says "a value" or "no value" (None).
+
+    A categorical output position decodes as None when no output magnitude
+    reaches `threshold` (`spec.ACTIVE_THRESHOLD`). Where RASP gives None (a
+    categorical Aggregate that selects nothing, a Map returning None) every
+    output magnitude must be well below it; where RASP gives a value, the
+    largest one well above it.
+
+    Attributes:
+      threshold: `spec.ACTIVE_THRESHOLD`.
+      value_positions, none_positions: positions compared where RASP has a
+        value / None.
+      min_active: the smallest largest output magnitude where RASP has a
+        value (inf if there is no such position).
+      max_inactive: the largest |output magnitude| where RASP has None (0 if
+        there is no such position).
+    """
+
+    threshold: float
+    value_positions: int
+    none_positions: int
+    min_active: float
+    max_inactive: float
+
+    @property
+    def margin(self) -> float:
+        """The distance of the nearer side from the threshold (> 0: decodes correctly)."""
+        return min(self.min_active - self.threshold, self.threshold - self.max_inactive)
+
+    @property
+    def certified(self) -> bool:
+        return self.margin >= REQUIRED_ACTIVE_MARGIN
+
+    def describe(self) -> str:
+        verdict = "certified" if self.certified else "NOT certified"
+        return (
+            f"active: min {self.min_active:.6g} over {self.value_positions} positions with a "
+            f"value, max {self.max_inactive:.3g} over {self.none_positions} None positions "
+            f"(threshold {self.threshold}), {verdict}"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class Certificate:
     """The margins of a compiled model on a set of inputs.
@@ -117,6 +174,8 @@ class Certificate:
       output: the program's output.
       intermediates: every computed SOp found in the residual stream (the
         output excluded), in evaluation order; empty unless requested.
+      active: for a categorical output, the margin of its "active" decision
+        (see `ActiveMargin`); None for a numerical output.
     """
 
     program: str
@@ -128,11 +187,34 @@ class Certificate:
     skipped_inputs: int
     output: SOpMargin
     intermediates: Tuple[SOpMargin, ...] = ()
+    active: Optional[ActiveMargin] = None
+
+    @property
+    def compared(self) -> int:
+        """Output positions compared with the evaluator (where it gives a value)."""
+        return self.output.positions
 
     @property
     def exact(self) -> bool:
-        """The output decodes to the evaluator's value at every checked position."""
-        return self.output.exact
+        """The output decodes to the evaluator's value at every checked position.
+
+        Comparing nothing (every input skipped, or no position with a value)
+        certifies nothing, so it is not exact; nor is a categorical output
+        whose active/None decision is not certified (`ActiveMargin`).
+        """
+        if not self.compared:
+            return False
+        return self.output.exact and (self.active is None or self.active.certified)
+
+    def why_not_exact(self) -> str:
+        """One line saying why the certificate is not exact ("" when it is)."""
+        if not self.compared:
+            return f"nothing was compared ({self.skipped_inputs} inputs outside the domain)"
+        if not self.output.exact:
+            return self.output.describe()
+        if self.active is not None and not self.active.certified:
+            return self.active.describe()
+        return ""
 
     @property
     def weakest_intermediate(self) -> Optional[SOpMargin]:
@@ -152,6 +234,10 @@ class Certificate:
             ),
             "  output " + self.output.describe(),
         ]
+        if self.active is not None:
+            lines.append("  output " + self.active.describe())
+        if not self.compared:
+            lines.append("  NOTHING COMPARED: no input in the domain, not exact")
         lines += ["  " + m.describe() for m in self.intermediates]
         return "\n".join(lines)
 
@@ -234,35 +320,27 @@ class _Reader:
     sop: rasp.SOp
     numerical: bool
     columns: np.ndarray  # residual indices of the SOp's directions
-    column_of: Dict[str, int]  # str(direction) -> position in `columns`
+    column_of: Dict[Any, int]  # value -> position in `columns` (categorical)
 
 
-def _readers(sops: Sequence[rasp.SOp], labels: Sequence[str]) -> List[_Reader]:
-    index = {label: i for i, label in enumerate(labels)}
-    names = {sop.label for sop in sops}
+def _readers(sops: Sequence[rasp.SOp], spec: spec_lib.ModelSpec) -> List[_Reader]:
+    """The residual columns of each SOp, read from the spec (names and values).
+
+    Categorical columns are keyed by value, so the evaluator's 1.0 or True finds
+    the direction of the value 1 (equal values are one direction; their strings
+    `x:1.0`, `x:True` and `x:1` differ).
+    """
     readers = []
     for sop in sops:
-        if rasp.is_numerical(sop):
-            if sop.label in index:
-                readers.append(_Reader(sop, True, np.array([index[sop.label]]), {sop.label: 0}))
+        mine = spec.directions_of(sop.label)
+        if not mine:
             continue
-        prefix = f"{sop.label}:"
-        # Another SOp named e.g. "x:y" would share the prefix of "x"; exclude it.
-        others = [f"{n}:" for n in names if n != sop.label and n.startswith(prefix)]
-        mine = [
-            label
-            for label in labels
-            if label.startswith(prefix) and not any(label.startswith(o) for o in others)
-        ]
-        if mine:
-            readers.append(
-                _Reader(
-                    sop,
-                    False,
-                    np.array([index[m] for m in mine]),
-                    {m: j for j, m in enumerate(mine)},
-                )
-            )
+        values = [spec.residual_values[i] for i in mine]
+        numerical = rasp.is_numerical(sop)
+        column_of = {} if numerical else {v: j for j, v in enumerate(values)}
+        readers.append(
+            _Reader(sop, numerical, np.array(mine[:1] if numerical else mine), column_of)
+        )
     return readers
 
 
@@ -322,21 +400,47 @@ class _Accumulator:
         )
 
 
+class _Activity:
+    """Running extremes of the output magnitudes, split by whether RASP has a value."""
+
+    def __init__(self, reads: np.ndarray):
+        self.reads = reads  # residual index of each output column
+        self.value_positions = self.none_positions = 0
+        self.min_active, self.max_inactive = math.inf, 0.0
+
+    def add(self, residual: np.ndarray, outputs: Sequence[Optional[list]]) -> None:
+        """residual: [B, T, D] (BOS first); outputs: the evaluator's output per input."""
+        for b, want in enumerate(outputs):
+            if want is None:
+                continue
+            magnitudes = residual[b, 1 : len(want) + 1][:, self.reads]  # [n, O]
+            none = np.array([v is None for v in want], dtype=bool)
+            if none.any():
+                self.none_positions += int(none.sum())
+                inactive = float(np.abs(magnitudes[none]).max(initial=0.0))
+                self.max_inactive = max(self.max_inactive, inactive)
+            if (~none).any():
+                self.value_positions += int((~none).sum())
+                active = float(magnitudes[~none].max(axis=1, initial=-math.inf).min())
+                self.min_active = min(self.min_active, active)
+
+    def result(self) -> ActiveMargin:
+        return ActiveMargin(
+            threshold=spec_lib.ACTIVE_THRESHOLD,
+            value_positions=self.value_positions,
+            none_positions=self.none_positions,
+            min_active=self.min_active,
+            max_inactive=self.max_inactive,
+        )
+
+
 def _column(reader: _Reader, value: Any) -> int:
     """The index in `reader.columns` of the direction for `value` (-1: none).
 
-    Value sets hold floats rounded to 12 decimals (basis_inference), so the
-    evaluator's 0.1 + 0.2 is looked up as 0.3 too.
+    Value sets hold exactly the values the evaluator produces (basis_inference
+    does not round), so a value without a direction is a wrong answer.
     """
-    candidates = [value]
-    if isinstance(value, float):
-        rounded = round(value, 12)
-        candidates += [rounded, int(rounded)] if rounded == int(rounded) else [rounded]
-    for candidate in candidates:
-        column = reader.column_of.get(str(bases.BasisDirection(reader.sop.label, candidate)))
-        if column is not None:
-            return column
-    return -1
+    return reader.column_of.get(value, -1)
 
 
 def _targets(reader: _Reader, chunk: Sequence[tuple], expected: Sequence[Dict[str, list]]):
@@ -432,11 +536,10 @@ def certify(
             continue
         checked.append(x)
 
-    labels = list(model.residual_labels)
     sops = _sops(program) if intermediates else []
     if not any(sop is program for sop in sops):  # `in` would call SOp.__eq__
         sops.append(program)
-    readers = _readers(sops, labels)
+    readers = _readers(sops, model.spec)
     output_reader = next((r for r in readers if r.sop is program), None)
     if output_reader is None:
         raise ValueError(
@@ -444,6 +547,7 @@ def certify(
             "stream; pass the program the model was compiled from."
         )
     accumulators = {id(r.sop): _Accumulator(r.sop.label, r.numerical) for r in readers}
+    activity = _Activity(np.array(model.spec.output.reads, dtype=np.intp))
 
     params = model.params
     if dtype is not None:
@@ -462,6 +566,10 @@ def certify(
         out = model.forward(params, jnp.asarray(ids))
         residual = np.asarray(out.transformer_output.output, dtype=np.float64)  # [B, T, D]
         decoded = np.asarray(out.unembedded_output)
+        if not output_reader.numerical:
+            activity.add(
+                residual, [e.get(program.label) for e in expected[start : start + len(chunk)]]
+            )
         for reader in readers:
             acc = accumulators[id(reader.sop)]
             where, batch, pos, target = _targets(
@@ -479,6 +587,7 @@ def certify(
                 acc.categorical(where, rows, np.asarray(target, dtype=np.intp))
 
     output = accumulators[id(program)].result()
+    active = None if output_reader.numerical else activity.result()
     rest = tuple(accumulators[id(r.sop)].result() for r in readers if r.sop is not program)
     return Certificate(
         program=program.label,
@@ -490,4 +599,5 @@ def certify(
         skipped_inputs=skipped,
         output=output,
         intermediates=rest,
+        active=active,
     )

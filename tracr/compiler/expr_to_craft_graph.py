@@ -69,7 +69,9 @@ def _categorical_to_numerical_sequence_map(
     tmp_space = bases.VectorSpaceWithBasis(
         [bases.BasisDirection(f"_tmp_{expr.label}", i) for i in range(len(values))]
     )
-    index_of = {repr(v): i for i, v in enumerate(values)}
+    # Keyed by the value itself: 1, 1.0 and True are one value, as in the value set
+    # (their reprs differ, and f may return any of them).
+    index_of = {v: i for i, v in enumerate(values)}
 
     def operation(
         d1: bases.BasisDirection, d2: bases.BasisDirection
@@ -77,7 +79,7 @@ def _categorical_to_numerical_sequence_map(
         y = _safe(expr.f)(d1.value, d2.value)
         if y is None:
             return None
-        return bases.BasisDirection(f"_tmp_{expr.label}", index_of[repr(y)])
+        return bases.BasisDirection(f"_tmp_{expr.label}", index_of[y])
 
     mlp = categorical_mlp.sequence_map_categorical_mlp(
         space1, space2, tmp_space, operation, one_space=one_space, hidden_name=_hidden_name(expr)
@@ -360,6 +362,14 @@ def _make_block(graph, expr, bos_space, one_space, causal, large_number, coldnes
     out_space = _space(graph, expr)
     block = None
 
+    if isinstance(expr, (rasp.TokensType, rasp.IndicesType)) and rasp.is_numerical(expr):
+        # The embedding writes tokens and indices one-hot; a numerical annotation
+        # would be read as one empty direction, i.e. the value 0 everywhere.
+        raise NotImplementedError(
+            f"{expr.label}: the compiler embeds tokens and indices one-hot (categorical), so "
+            f"rasp.numerical({expr.label}) would read 0 at every position. Use "
+            f"rasp.numerical(rasp.Map(lambda x: x, rasp.{expr.label})) for its numerical value."
+        )
     if isinstance(expr, (rasp.TokensType, rasp.IndicesType, rasp.LengthType)):
         block = None
     elif isinstance(expr, rasp.Map):

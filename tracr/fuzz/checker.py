@@ -23,6 +23,11 @@ The model is run by default with ``numpy_forward``, a float32 NumPy
 re-implementation of the Haiku forward pass over the same parameters (no jit
 compilation per program, so hundreds of programs fit in a test);
 ``backend="haiku"`` runs the Haiku model itself, as ``equivalence`` does.
+``paths`` adds the other ways users run a model (``PATHS``): ``apply_batch``,
+the lean batched path with every input in one ragged batch, and
+``compressed``, the model with its exact compression
+(``compression.exact.exact_compression``) folded into the weights. Both
+jit-compile per program, so they cost about a second each.
 """
 
 from __future__ import annotations
@@ -37,12 +42,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from tracr.compiler import compiling, equivalence, validating
+from tracr.compression import exact as exact_compression
+from tracr.compression import running
 from tracr.fuzz import generator
 from tracr.rasp import causal_eval, rasp
-from tracr.transformer import assembled, attention, encoder
+from tracr.transformer import assembled, attention
 from tracr.transformer import spec as spec_lib
 
 EXACT, REJECTED, MISMATCH, CRASH = "exact", "rejected", "mismatch", "crash"
+BACKENDS = ("numpy", "haiku", "apply_batch")
+# The paths a compiled model is run on: `apply` (the forward pass, by `backend`),
+# `apply_batch` (the lean batched path, all inputs in one ragged batch) and
+# `compressed` (numpy forward with the exact compression folded in).
+PATHS = ("apply", "apply_batch", "compressed")
 
 # (category, pattern in the NotImplementedError message); the first match wins.
 REJECTION_CATEGORIES: Tuple[Tuple[str, str], ...] = (
@@ -55,6 +67,8 @@ REJECTION_CATEGORIES: Tuple[Tuple[str, str], ...] = (
     ("aggregate_encoding", r"(numerical|categorical) Aggregate"),
     ("constant_selector", r"ConstantSelector"),
     ("length_primitive", r"length primitive"),
+    ("numerical_input", r"embeds tokens and indices one-hot"),
+    ("numerical_partial_function", r"numerical SOp has no 'no value'"),
     ("output_never_has_a_value", r"never has a value"),
 )
 
@@ -68,6 +82,8 @@ class Result:
     detail: str = ""  # message, first mismatches or traceback
     num_inputs: int = 0
     flagged: int = 0  # inputs outside the program's meaning, reported by dynamic_validate
+    num_layers: int = 0  # of the compiled model (0 if it was not compiled)
+    paths: Tuple[str, ...] = ()  # the PATHS on which an exact program agreed
 
 
 def rejection_category(message: str) -> str:
@@ -88,39 +104,61 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def numpy_forward(model: assembled.AssembledTransformerModel, token_ids: np.ndarray) -> np.ndarray:
-    """The Haiku forward pass in float32 NumPy: [B, T] ids -> [B, T] argmax ids or values.
+def _float32_params(params: Any, model_spec: spec_lib.ModelSpec, width: int) -> Dict[str, Dict]:
+    """The parameters as float32 arrays, checked against the spec's layout.
 
-    Mirrors `tracr.transformer.model`: token plus position embedding; per
-    layer, multi-head attention (logits scaled by 1/sqrt(key_size), PAD keys
-    and, for causal models, later keys masked with MASKED_LOGIT) and a ReLU
-    MLP, each added to the residual; no layer norm; then the unembedding.
+    Every group `spec.param_shapes()` names must be there with the spec's
+    shapes, except that a residual axis (d_model) may have `width` rows or
+    columns instead (a folded compressed model).
     """
-    params = {
-        name: {key: np.asarray(value, np.float32) for key, value in group.items()}
-        for name, group in model.params.items()
-    }
-    config = model.model_config
-    if config.layer_norm:
-        raise ValueError("numpy_forward: compiled models have no layer norm; got layer_norm=True.")
-    unembed = getattr(model, "unembed_matrix", None)
-    if unembed is None:
-        raise ValueError("numpy_forward needs model.unembed_matrix; use backend='haiku'.")
-    ids = np.asarray(token_ids)
+    expected = model_spec.param_shapes()
+    if set(params) != set(expected):
+        raise ValueError(
+            f"numpy_forward: parameter groups {sorted(set(params) ^ set(expected))} differ from "
+            "the model spec's layout; pass the model's own params."
+        )
+    d = model_spec.d_model
+    out: Dict[str, Dict[str, np.ndarray]] = {}
+    for name, shapes in expected.items():
+        out[name] = {}
+        for key, shape in shapes.items():
+            value = np.asarray(params[name][key], np.float32)
+            fits = len(value.shape) == len(shape) and all(
+                got == want or (want == d and got == width) for got, want in zip(value.shape, shape)
+            )
+            if not fits:
+                raise ValueError(
+                    f"numpy_forward: {name}/{key} has shape {value.shape}, the spec says {shape}."
+                )
+            out[name][key] = value
+    return out
+
+
+def _forward(
+    params: Any, model_spec: spec_lib.ModelSpec, unembed: np.ndarray, ids: np.ndarray
+) -> np.ndarray:
+    """[B, T] ids -> [B, T, O] unembedded outputs, for params laid out as `model_spec` says."""
+    if model_spec.layer_norm or model_spec.activation != "relu":
+        raise ValueError(
+            "numpy_forward runs ReLU models without layer norm; got activation="
+            f"{model_spec.activation!r}, layer_norm={model_spec.layer_norm}."
+        )
+    width = unembed.shape[0]
+    p = _float32_params(params, model_spec, width)
     b, t = ids.shape
-    x = params["token_embed"]["embeddings"][ids] + params["pos_embed"]["embeddings"][:t][None]
-    pad = model.input_encoder.pad_encoding if model.input_encoder is not None else None
+    x = p[spec_lib.TOKEN_EMBED]["embeddings"][ids] + p[spec_lib.POS_EMBED]["embeddings"][:t][None]
+    pad = model_spec.input.pad_id
     mask = np.ones((b, t), bool) if pad is None else ids != pad
     attn_mask = np.broadcast_to(mask[:, None, None, :], (b, 1, t, t))
-    if config.causal:
+    if model_spec.causal:
         attn_mask = attn_mask & np.tril(np.ones((t, t), bool))
-    h, k = config.num_heads, config.key_size
+    h, k = model_spec.num_heads, model_spec.key_size
     masked = np.float32(attention.MASKED_LOGIT)
-    for layer in range(config.num_layers):
+    for layer in range(model_spec.num_layers):
 
         def linear(x, sublayer, name, layer=layer):
-            p = params[spec_lib.param_name(layer, sublayer, name)]
-            return x @ p["w"] + p["b"]
+            group = p[spec_lib.param_name(layer, sublayer, name)]
+            return x @ group["w"] + group["b"]
 
         q = linear(x, "attn", "query").reshape(b, t, h, k)
         kk = linear(x, "attn", "key").reshape(b, t, h, k)
@@ -132,32 +170,78 @@ def numpy_forward(model: assembled.AssembledTransformerModel, token_ids: np.ndar
         x = x + linear(attn, "attn", "linear")
         hidden = np.maximum(linear(x, "mlp", "linear_1"), 0)
         x = x + linear(hidden, "mlp", "linear_2")
-    out = x @ np.asarray(unembed, np.float32)
-    if isinstance(model.output_encoder, encoder.CategoricalEncoder):
+    return x @ unembed
+
+
+def numpy_forward(
+    model: assembled.AssembledTransformerModel,
+    token_ids: np.ndarray,
+    compression: Optional[np.ndarray] = None,
+) -> np.ndarray:
+    """The Haiku forward pass in float32 NumPy: [B, T] ids -> [B, T] argmax ids or values.
+
+    Mirrors `tracr.transformer.model`: token plus position embedding; per
+    layer, multi-head attention (logits scaled by 1/sqrt(key_size), PAD keys
+    and, for causal models, later keys masked with MASKED_LOGIT) and a ReLU
+    MLP, each added to the residual; no layer norm; then the unembedding. The
+    layout (parameter names, shapes, heads, masking) is read from `model.spec`.
+
+    Args:
+      model: a compiled model (with `spec` and `unembed_matrix`).
+      token_ids: [B, T] ids, BOS first.
+      compression: a matrix w [d, D]: run the model compressed to width d with
+        w folded into the weights (`compression.running.fold_params`).
+    """
+    if model.spec is None or model.unembed_matrix is None:
+        raise ValueError("numpy_forward needs model.spec and model.unembed_matrix.")
+    params: Any = model.params
+    unembed = np.asarray(model.unembed_matrix, np.float32)
+    if compression is not None:
+        w = np.asarray(compression, np.float32)
+        params = running.fold_params(model, w)
+        unembed = w @ unembed
+    out = _forward(params, model.spec, unembed, np.asarray(token_ids))
+    if model.spec.output.categorical:
         return out.argmax(-1)
     return out[..., 0]
 
 
-def decode_inputs(
-    model: assembled.AssembledTransformerModel, inputs: Sequence[tuple], backend: str = "numpy"
-) -> List[List[Any]]:
-    """Decoded model outputs (BOS dropped), one list per input, in one batch.
-
-    Shorter inputs are padded at the end with the PAD token, which the model
-    masks out of attention, so the outputs at real positions are those of an
-    unpadded run.
-    """
-    if backend not in ("numpy", "haiku"):
-        raise ValueError(f"backend must be 'numpy' or 'haiku', got {backend!r}.")
-    if not inputs:
-        return []
+def _padded_ids(model: assembled.AssembledTransformerModel, inputs: Sequence[tuple]) -> np.ndarray:
+    """[B, 1 + longest] ids: BOS, the tokens, then PAD (masked out of attention)."""
     enc = model.input_encoder
     width = 1 + max(len(x) for x in inputs)
     ids = np.full((len(inputs), width), enc.pad_encoding, dtype=np.int32)
     for row, x in enumerate(inputs):
         ids[row, : len(x) + 1] = enc.encode([enc.bos_token, *x])
+    return ids
+
+
+def decode_inputs(
+    model: assembled.AssembledTransformerModel,
+    inputs: Sequence[tuple],
+    backend: str = "numpy",
+    compression: Optional[np.ndarray] = None,
+) -> List[List[Any]]:
+    """Decoded model outputs (BOS dropped), one list per input, in one batch.
+
+    Shorter inputs are padded at the end with the PAD token, which the model
+    masks out of attention, so the outputs at real positions are those of an
+    unpadded run. backend 'numpy' runs `numpy_forward` (with `compression`,
+    if given), 'haiku' the Haiku model, 'apply_batch' the model's lean batched
+    path on the ragged inputs.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}.")
+    if compression is not None and backend != "numpy":
+        raise ValueError(f"compression runs with backend='numpy', got {backend!r}.")
+    if not inputs:
+        return []
+    if backend == "apply_batch":
+        bos = model.input_encoder.bos_token
+        return [row[1:] for row in model.apply_batch([[bos, *x] for x in inputs])]
+    ids = _padded_ids(model, inputs)
     if backend == "numpy":
-        out = numpy_forward(model, ids)
+        out = numpy_forward(model, ids, compression)
     else:
         out = np.asarray(model.forward(model.params, jnp.asarray(ids)).unembedded_output)
     return [
@@ -181,12 +265,42 @@ def _equal(expected: Any, got: Any, numerical: bool) -> bool:
     return expected == got
 
 
+def _agrees(expected: Any, got: Any, numerical: bool) -> bool:
+    """Whether the model's decoded value is the evaluator's, at one position.
+
+    Where the evaluator gives None the model has, for now, no way to say so
+    (it decodes an argmax of an empty output); once categorical outputs decode
+    inactive positions as None, this becomes `return got is None`.
+    """
+    if expected is None:
+        return True
+    return _equal(expected, got, numerical)
+
+
+def _run_path(
+    model: assembled.AssembledTransformerModel,
+    path: str,
+    inputs: Sequence[tuple],
+    all_inputs: Sequence[tuple],
+    backend: str,
+) -> List[List[Any]]:
+    """The decoded outputs of `inputs` on one of PATHS."""
+    if path == "apply":
+        return decode_inputs(model, inputs, backend)
+    if path == "apply_batch":
+        return decode_inputs(model, inputs, "apply_batch")
+    # The exact compression of the states on the whole domain: exact by construction.
+    w = exact_compression.exact_compression(model, all_inputs).w
+    return decode_inputs(model, inputs, "numpy", compression=w)
+
+
 def check(
     program: rasp.SOp,
     vocab: Sequence[Any],
     max_seq_len: int,
     causal: bool = False,
     backend: str = "numpy",
+    paths: Sequence[str] = ("apply",),
 ) -> Result:
     """Compiles ``program`` and compares it with the evaluator on every input.
 
@@ -196,17 +310,25 @@ def check(
       max_seq_len: the longest input; every input of length 1..max_seq_len is
         checked.
       causal: compile causally and compare with the causal evaluator.
-      backend: 'numpy' (numpy_forward) or 'haiku' (the Haiku model).
+      backend: how the `apply` path runs: 'numpy' (numpy_forward) or 'haiku'
+        (the Haiku model).
+      paths: which of PATHS to run the model on; every one must agree.
 
     Returns:
-      The Result (see the module docstring).
+      The Result (see the module docstring); `paths` lists those compared.
     """
+    if backend not in ("numpy", "haiku"):
+        raise ValueError(f"backend must be 'numpy' or 'haiku', got {backend!r}.")
+    unknown = [p for p in paths if p not in PATHS]
+    if unknown or not paths:
+        raise ValueError(f"paths must be a non-empty subset of {PATHS}, got {tuple(paths)!r}.")
     try:
         model = compiling.compile_rasp_to_model(program, set(vocab), max_seq_len, causal=causal)
     except NotImplementedError as e:
         return Result(REJECTED, rejection_category(str(e)), str(e))
     except Exception as e:  # noqa: BLE001 - any other exception is a compiler bug
         return Result(CRASH, f"compile: {type(e).__name__}", traceback.format_exc())
+    num_layers = model.spec.num_layers
 
     evaluate = causal_eval.evaluate if causal else rasp.evaluate
     numerical = rasp.is_numerical(program)
@@ -237,25 +359,26 @@ def check(
             flagged += 1
 
     defined = [x for x in inputs if expected[x] is not None]
-    mismatches: List[equivalence.Mismatch] = []
-    try:
-        for x, got in zip(defined, decode_inputs(model, defined, backend)):
-            for pos, (e, g) in enumerate(zip(expected[x], got)):
-                if e is not None and not _equal(e, g, numerical):
-                    mismatches.append(equivalence.Mismatch(x, pos, e, g))
-    except Exception as e:  # noqa: BLE001
-        return Result(CRASH, f"run: {type(e).__name__}", traceback.format_exc(), len(inputs))
-    if mismatches:
-        return Result(
-            MISMATCH,
-            "wrong value",
-            equivalence.first_mismatches(mismatches) or "",
-            len(inputs),
-            flagged,
-        )
-    return Result(EXACT, "", "", len(inputs), flagged)
+    counts = dict(num_inputs=len(inputs), flagged=flagged, num_layers=num_layers)
+    for path in paths:
+        mismatches: List[equivalence.Mismatch] = []
+        try:
+            for x, got in zip(defined, _run_path(model, path, defined, inputs, backend)):
+                for pos, (e, g) in enumerate(zip(expected[x], got)):
+                    if not _agrees(e, g, numerical):
+                        mismatches.append(equivalence.Mismatch(x, pos, e, g))
+        except Exception as e:  # noqa: BLE001
+            detail = traceback.format_exc()
+            return Result(CRASH, f"run {path}: {type(e).__name__}", detail, **counts)
+        if mismatches:
+            detail = equivalence.first_mismatches(mismatches) or ""
+            return Result(MISMATCH, f"wrong value ({path})", detail, **counts)
+    return Result(EXACT, "", "", paths=tuple(paths), **counts)
 
 
-def check_case(case: generator.FuzzCase, backend: str = "numpy") -> Result:
+def check_case(
+    case: generator.FuzzCase, backend: str = "numpy", paths: Sequence[str] = ("apply",)
+) -> Result:
     """``check`` for a generated case."""
-    return check(case.program, sorted(case.vocab, key=repr), case.max_seq_len, case.causal, backend)
+    vocab = sorted(case.vocab, key=repr)
+    return check(case.program, vocab, case.max_seq_len, case.causal, backend, paths)

@@ -46,6 +46,9 @@ class GeneratorConfig:
       causal_probability: the share of programs compiled causally.
       max_categorical_values: the largest value set a categorical SOp may have.
       max_numerical_values: the largest value set a numerical SOp may have.
+      deep_share: the share of programs drawn with a depth from `deep_depths`
+        instead (models of more than 8 layers).
+      deep_depths: (min, max) depth of those programs.
     """
 
     vocabs: Tuple[FrozenSet[Value], ...] = (
@@ -54,6 +57,8 @@ class GeneratorConfig:
         frozenset({"a", "b", "c"}),
         frozenset({"a", "b"}),
         frozenset({0, 1}),
+        frozenset({True, 2, 0.5}),  # mixed bool/int/float (True == 1 collides downstream)
+        frozenset({"ab", "c", "xyz"}),  # strings of several characters
     )
     max_seq_lens: Tuple[int, ...] = (3, 4, 5)
     min_depth: int = 1
@@ -61,6 +66,8 @@ class GeneratorConfig:
     causal_probability: float = 0.3
     max_categorical_values: int = 12
     max_numerical_values: int = 80
+    deep_share: float = 0.1
+    deep_depths: Tuple[int, int] = (12, 16)
 
     def __post_init__(self):
         if not self.vocabs or any(not v for v in self.vocabs):
@@ -71,10 +78,15 @@ class GeneratorConfig:
             raise ValueError(
                 f"Need 1 <= min_depth <= max_depth, got {self.min_depth} and {self.max_depth}."
             )
+        if not 0 <= self.deep_share <= 1 or not 1 <= self.deep_depths[0] <= self.deep_depths[1]:
+            raise ValueError(
+                f"Need 0 <= deep_share <= 1 and 1 <= deep_depths[0] <= deep_depths[1], got "
+                f"{self.deep_share} and {self.deep_depths}."
+            )
 
 
 # Small and fast settings for tests run in CI.
-CI_CONFIG = GeneratorConfig(max_seq_lens=(3, 4))
+CI_CONFIG = GeneratorConfig(max_seq_lens=(3, 4), deep_share=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,8 +217,11 @@ def _unary_categorical(rng: random.Random, node: _Node) -> _Fn:
             _Fn(lambda x, c=c: None if x == c else x, f"None if x == {c!r} else x"),
             _Fn(lambda x: 6 // x, "6 // x"),  # partial: raises on 0
             _Fn(lambda x: x / 2, "x / 2"),
+            # Mixed types: ints with floats (2 and 2.0) and bools (True and 1).
+            _Fn(lambda x, c=c: x if x > c else x / 2, f"x if x > {c!r} else x / 2"),
+            _Fn(lambda x, c=c: x == c or x, f"x == {c!r} or x"),
         ]
-        weights = [4, 3, 2, 3, 2, 2, 4, 3, 2, 2, 1, 0.5, 1]
+        weights = [4, 3, 2, 3, 2, 2, 4, 3, 2, 2, 1, 0.5, 1, 1.5, 1]
     elif kind == "str":
         options = [
             _Fn(lambda x, c=c: x == c, f"x == {c!r}"),
@@ -302,8 +317,9 @@ def _binary_categorical(rng: random.Random, a: _Node, b: _Node) -> _Fn:
             _Fn(lambda x, y: x < y, "x < y"),
             _Fn(lambda x, y: (x + y) % 3, "(x + y) % 3"),
             _Fn(lambda x, y: x if y else 0, "x if y else 0"),
+            _Fn(lambda x, y: x if x > y else y / 2, "x if x > y else y / 2"),  # int/float mix
         ]
-        weights += [4, 3, 2, 2, 3, 2, 1]
+        weights += [4, 3, 2, 2, 3, 2, 1, 2]
     if ka == kb == "str":
         options += [
             _Fn(lambda x, y: min(x, y), "min(x, y)"),
@@ -537,8 +553,9 @@ class _Builder:
             sop, f = a.sop + b.sop, _Fn(lambda x, y: x + y, "x + y")
         else:
             f = _binary_categorical(self.rng, a, b)
-            if numerical:
-                g = f
+            raw = _apply_all(f, a.values, b.values)
+            if numerical and (raw is None or _kind(raw) not in _NUMBER_KINDS):
+                g = f  # not numbers (a tuple, a string): make them numbers
                 f = _Fn(lambda x, y, g=g: float(g(x, y)), f"float({g})")
             sop = rasp.SequenceMap(f, a.sop, b.sop)
         if numerical:
@@ -730,6 +747,8 @@ def generate(seed: int, config: GeneratorConfig = GeneratorConfig()) -> FuzzCase
     max_seq_len = rng.choice(config.max_seq_lens)
     causal = rng.random() < config.causal_probability
     target = rng.randint(config.min_depth, config.max_depth)
+    if config.deep_share and rng.random() < config.deep_share:
+        target = rng.randint(*config.deep_depths)
     builder = _Builder(rng, config, vocab, max_seq_len, target)
     for _ in range(60 * target):
         if max(n.depth for n in builder.pool) >= target:

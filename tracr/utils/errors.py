@@ -54,3 +54,11 @@ def log_ignored_arithmetic_error(fun: Callable[..., Any], args: Any, error: Exce
         args,
         error,
     )
+
+
+class TracrUserError(ValueError):
+    """A mistake in what the user gave (a program, an input, a file), not a bug of tracr.
+
+    The message names the argument or expression and says how to fix it; the
+    CLI prints it as one line. A ValueError, so callers catching that keep working.
+    """
