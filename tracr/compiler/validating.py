@@ -34,6 +34,10 @@ Both return every problem at once, as a list of
     #     aggregate does not support Selectors with width > 1 that require aggregation
     #     (eg. averaging). aggregate_7 selects 2 keys with different values ...')]
 
+The checks live in ``static_validating`` (structure), ``none_flow`` (value
+sets), ``dynamic_validating`` (one input) and ``tracr.rasp.traversal`` (walking
+a program); this module keeps Tracr's names importable in one place.
+
 See docs/fuzzing.md for how this promise is tested.
 """
 
