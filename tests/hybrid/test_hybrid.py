@@ -186,6 +186,29 @@ def test_picture_marks_compiled_and_learned(sort, tmp_path):
     assert (tmp_path / "h.png").stat().st_size > 1000
 
 
+def test_tracr_show_draws_a_saved_hybrid(hist, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from tracr import cli
+
+    program, compiled = hist
+    hspec = _hspec(program, compiled)
+    saving.save_hybrid(tmp_path / "h", hspec, model.init_params(hspec, compiled.params, seed=0))
+    code = cli.main(["show", str(tmp_path / "h"), "--input", "1 2", "-o", str(tmp_path / "pics")])
+    assert code == 0, capsys.readouterr()
+    assert (tmp_path / "pics" / "hybrid_layout.png").stat().st_size > 1000
+
+
+def test_learned_positions_off_leaves_positions_to_the_compiled_indices(sort):
+    program, compiled = sort
+    hspec = _hspec(program, compiled, reads=(program.label, "indices"), learned_positions=False)
+    params = model.init_params(hspec, compiled.params, seed=0)
+    assert f"{model.LEARNED}/pos_embed" not in params
+    assert f"{model.LEARNED}/token_embed" in params
+    assert (
+        hspec.read_indices[-MAX_SEQ_LEN:] == compiled.spec.directions_of("indices")[-MAX_SEQ_LEN:]
+    )
+
+
 def test_make_mesh_has_the_batch_axis():
     mesh = batching.make_mesh()
     assert mesh.axis_names == (batching.BATCH_AXIS,)

@@ -37,6 +37,10 @@ class HybridSpec:
       mlp_hidden_size: hidden width of each learned MLP (0: no learned MLPs).
       extra_layers: learned-only layers after the compiled ones.
       use_compiled: False for the plain baseline (no compiled sublayers).
+      learned_positions: give the learned stream its own position embedding.
+        False leaves positions to the compiled `indices` directions (when
+        read), which are defined at every length the compiled model takes;
+        a learned embedding is untrained at lengths never seen in training.
     """
 
     compiled: spec_lib.ModelSpec
@@ -48,6 +52,7 @@ class HybridSpec:
     mlp_hidden_size: int = 64
     extra_layers: int = 1
     use_compiled: bool = True
+    learned_positions: bool = True
 
     def __post_init__(self):
         for name in ("num_classes", "d_learned"):

@@ -90,7 +90,7 @@ def _build_modules(hspec: HybridSpec):
     with hk.experimental.name_scope(LEARNED):
         embed_l = (
             hk.Embed(vocab, d_l, name="token_embed"),
-            hk.Embed(max_len, d_l, name="pos_embed"),
+            hk.Embed(max_len, d_l, name="pos_embed") if hspec.learned_positions else None,
         )
         for layer in range(hspec.num_layers):
             with hk.experimental.name_scope(f"layer_{layer}"):
@@ -127,6 +127,8 @@ def _forward(hspec: HybridSpec, token_ids: jax.Array) -> HybridOutput:
 
     def embed(modules):
         token, pos = modules
+        if pos is None:
+            return token(token_ids)
         return token(token_ids) + pos(positions)  # as CompiledTransformerModel.embed
 
     def apply(sublayer, modules, activation_fn, x):
