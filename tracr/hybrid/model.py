@@ -54,6 +54,23 @@ def is_learned(module: str) -> bool:
     return module == LEARNED or module.startswith(LEARNED + "/")
 
 
+def _layer_modules(num_heads: int, key_size: int, mlp_hidden_size: int, width: int, w_init):
+    """(attention or None, (linear_1, linear_2) or None) of one layer, in the current scope."""
+    attn = None
+    if num_heads:
+        attn = attention.MultiHeadAttention(
+            num_heads=num_heads, key_size=key_size, model_size=width, w_init=w_init, name="attn"
+        )
+    mlp = None
+    if mlp_hidden_size:
+        with hk.experimental.name_scope("mlp"):
+            mlp = (
+                hk.Linear(mlp_hidden_size, w_init=w_init, name="linear_1"),
+                hk.Linear(width, w_init=w_init, name="linear_2"),
+            )
+    return attn, mlp
+
+
 def _build_modules(hspec: HybridSpec):
     """Every Haiku module, built once up front so each name scope is entered once.
 
@@ -67,7 +84,7 @@ def _build_modules(hspec: HybridSpec):
     compiled_layers, learned_layers = [], []
     embed_c = None
     if d_c:
-        # The compiled model's own module names (spec.param_name).
+        # The compiled model's own module names (spec.param_name); values come from it.
         embed_c = (
             hk.Embed(vocab, d_c, name=spec_lib.TOKEN_EMBED),
             hk.Embed(max_len, d_c, name=spec_lib.POS_EMBED),
@@ -75,18 +92,15 @@ def _build_modules(hspec: HybridSpec):
         with hk.experimental.name_scope("transformer"):
             for layer in range(hspec.compiled_layers):
                 with hk.experimental.name_scope(f"layer_{layer}"):
-                    attn = attention.MultiHeadAttention(
-                        num_heads=compiled.num_heads,
-                        key_size=compiled.key_size,
-                        model_size=d_c,
-                        name="attn",
-                    )
-                    with hk.experimental.name_scope("mlp"):
-                        mlp = (
-                            hk.Linear(compiled.mlp_hidden_size, name="linear_1"),
-                            hk.Linear(d_c, name="linear_2"),
+                    compiled_layers.append(
+                        _layer_modules(
+                            compiled.num_heads,
+                            compiled.key_size,
+                            compiled.mlp_hidden_size,
+                            d_c,
+                            None,
                         )
-                compiled_layers.append((attn, mlp))
+                    )
     with hk.experimental.name_scope(LEARNED):
         embed_l = (
             hk.Embed(vocab, d_l, name="token_embed"),
@@ -94,23 +108,11 @@ def _build_modules(hspec: HybridSpec):
         )
         for layer in range(hspec.num_layers):
             with hk.experimental.name_scope(f"layer_{layer}"):
-                attn = None
-                if hspec.num_heads:
-                    attn = attention.MultiHeadAttention(
-                        num_heads=hspec.num_heads,
-                        key_size=hspec.key_size,
-                        model_size=d_l,
-                        w_init=init,
-                        name="attn",
+                learned_layers.append(
+                    _layer_modules(
+                        hspec.num_heads, hspec.key_size, hspec.mlp_hidden_size, d_l, init
                     )
-                mlp = None
-                if hspec.mlp_hidden_size:
-                    with hk.experimental.name_scope("mlp"):
-                        mlp = (
-                            hk.Linear(hspec.mlp_hidden_size, w_init=init, name="linear_1"),
-                            hk.Linear(d_l, w_init=init, name="linear_2"),
-                        )
-            learned_layers.append((attn, mlp))
+                )
         readout = hk.Linear(hspec.num_classes, name=READOUT)
     return embed_c, compiled_layers, embed_l, learned_layers, readout
 
