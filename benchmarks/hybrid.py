@@ -44,6 +44,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tracr.compiler import compiling, lib  # noqa: E402
@@ -115,8 +116,8 @@ class Data:
         return ids, targets
 
 
-def accuracy(hspec, params, ids, targets) -> float:
-    return float(np.mean(training.predict(hspec, params, ids)[:, 0] == targets[:, 0]))
+def accuracy(forward, params, ids, targets) -> float:
+    return float(np.mean(training.predict(forward, params, ids)[:, 0] == targets[:, 0]))
 
 
 def run_one(task: Task, kind: str, seed: int, args, compiled, program) -> Dict:
@@ -146,6 +147,7 @@ def run_one(task: Task, kind: str, seed: int, args, compiled, program) -> Dict:
             use_compiled=False,
         )
     params = model.init_params(hspec, compiled.params, seed=seed)
+    forward = jax.jit(model.forward_fn(hspec))
     learned, frozen = model.split(params)
     test_rng = np.random.default_rng(10_000 + seed)
     test = data.draw(test_rng, args.test_size, train_lengths)
@@ -159,7 +161,7 @@ def run_one(task: Task, kind: str, seed: int, args, compiled, program) -> Dict:
         batch_size=args.batch,
         learning_rate=args.lr,
         seed=seed,
-        eval_fn=lambda p: accuracy(hspec, p, *test),
+        eval_fn=lambda p: accuracy(forward, p, *test),
         eval_every=args.eval_every,
         progress=args.progress,
     )
@@ -168,7 +170,7 @@ def run_one(task: Task, kind: str, seed: int, args, compiled, program) -> Dict:
     by_length = {}
     for length in range(task.min_len, args.max_seq_len + 1):
         ids, targets = data.draw(test_rng, args.test_size, (length, length))
-        by_length[length] = accuracy(hspec, trained, ids, targets)
+        by_length[length] = accuracy(forward, trained, ids, targets)
     row = {
         "task": task.name,
         "model": kind,

@@ -77,14 +77,14 @@ def loss_fn(forward, params, token_ids, targets) -> jax.Array:
     return cross_entropy(forward(params, token_ids).logits, targets)
 
 
-def predict(hspec: HybridSpec, params: model_lib.Params, token_ids) -> np.ndarray:
-    """[B, T] predicted class ids (argmax of the readout)."""
-    logits = _jitted_forward(hspec)(params, jnp.asarray(token_ids, dtype=jnp.int32)).logits
+def predict(forward, params: model_lib.Params, token_ids) -> np.ndarray:
+    """[B, T] predicted class ids (argmax of the readout).
+
+    `forward` is `jax.jit(model.forward_fn(hspec))`, made once by the caller:
+    jitting a fresh function on every call would compile it every time.
+    """
+    logits = forward(params, jnp.asarray(token_ids, dtype=jnp.int32)).logits
     return np.asarray(jnp.argmax(logits, axis=-1))
-
-
-def _jitted_forward(hspec: HybridSpec):
-    return jax.jit(model_lib.forward_fn(hspec))
 
 
 def train(
