@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tracr.transformer import assembled, compressed_model, encoder, model
+from tracr.transformer import spec as spec_lib
 
 # Forward returning (states, logits); logits are [B, T, O] before argmax.
 LogitsForward = Callable[[hk.Params, jax.Array], Tuple[model.TransformerOutput, jax.Array]]
@@ -64,41 +65,34 @@ class ModelInterface:
 
 
 def model_interface(compiled: assembled.AssembledTransformerModel) -> ModelInterface:
-    """Reads the unembedding, output kind, special tokens and domain of a model.
+    """Reads the unembedding, output kind, special tokens and domain from `compiled.spec`.
 
-    The unembedding lives in a closure of the compiled Haiku model rather than
-    in `params`, so it is read by unembedding the identity matrix (unless the
-    model carries it as `unembed_matrix`).
+    The spec is the compiler's own description of the model; reading it (rather
+    than running the Haiku unembedding on an identity matrix) keeps this module
+    free of guesses about how the model was built.
+
+    Raises:
+      ValueError: the model carries no spec (build it with the compiler or `tracr.io`).
     """
-    residual_size = len(compiled.residual_labels)
-    holder: dict = {}
-
-    def read_head():
-        compiled_model = compiled.get_compiled_model()
-        holder["categorical"] = bool(compiled_model.use_unembed_argmax)
-        holder["pad_id"] = compiled_model.pad_token
-        eye = jnp.eye(residual_size, dtype=jnp.float32)[None]  # [1, D, D]
-        return compiled_model.unembed(eye, use_unembed_argmax=False)
-
-    unembed = hk.transform(read_head).apply({}, None)
-    unembed = np.asarray(unembed, dtype=np.float32)[0]  # [D, O] or [D]
-    if unembed.ndim == 1:  # numerical: the unembedding returns column 0 only
-        unembed = unembed[:, None]
+    model_spec = getattr(compiled, "spec", None)
+    if model_spec is None:
+        raise ValueError(
+            "compiled has no spec: compression reads the model's structure from "
+            "`model.spec`; compile the program with tracr.compiler or load it with tracr.io."
+        )
     stored = getattr(compiled, "unembed_matrix", None)
-    if stored is not None:
-        unembed = np.asarray(stored, dtype=np.float32)
-
-    input_encoder = compiled.input_encoder
-    bos, pad = input_encoder.bos_token, input_encoder.pad_token
-    encoding_map = getattr(input_encoder, "encoding_map", {})
-    vocab = tuple(sorted((t for t in encoding_map if t not in (bos, pad)), key=repr))
+    if stored is None:
+        stored = assembled.unembed_matrix_from_spec(model_spec)
+    inp = model_spec.input
+    special = (inp.bos_token, inp.pad_token)
+    vocab = tuple(sorted((t for t in inp.tokens if t not in special), key=repr))
     return ModelInterface(
-        unembed=unembed,
-        categorical=holder["categorical"],
-        pad_id=holder["pad_id"],
-        bos_id=input_encoder.bos_encoding,
-        vocab_size=int(compiled.params["token_embed"]["embeddings"].shape[0]),
-        max_seq_len=int(compiled.params["pos_embed"]["embeddings"].shape[0]) - 1,
+        unembed=np.asarray(stored, dtype=np.float32),
+        categorical=model_spec.output.categorical,
+        pad_id=inp.pad_id,
+        bos_id=inp.bos_id,
+        vocab_size=int(compiled.params[spec_lib.TOKEN_EMBED]["embeddings"].shape[0]),
+        max_seq_len=int(compiled.params[spec_lib.POS_EMBED]["embeddings"].shape[0]) - 1,
         vocab=vocab,
     )
 

@@ -46,6 +46,24 @@ CPU_MICRO_BATCH_BYTES = 2 << 20
 CPU_MICRO_BATCH_RANGE = (16, 512)
 
 
+BATCH_AXIS = "batch"
+
+
+def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+    """A one-axis `Mesh` over `BATCH_AXIS`: batches split, weights replicated.
+
+    Args:
+      devices: the devices to use (default: all local devices).
+
+    Raises:
+      ValueError: devices is empty.
+    """
+    devices = list(devices) if devices is not None else jax.local_devices()
+    if not devices:
+        raise ValueError("devices is empty: pass at least one jax device.")
+    return Mesh(np.array(devices), (BATCH_AXIS,))
+
+
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(n, 1))))
 
@@ -127,8 +145,8 @@ class BatchRunner:
             self._output_values = None
 
         if self.num_devices > 1:
-            mesh = Mesh(np.array(self.devices), ("batch",))
-            self._in_sharding = NamedSharding(mesh, PartitionSpec("batch", None))
+            mesh = make_mesh(self.devices)
+            self._in_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXIS, None))
             replicated = NamedSharding(mesh, PartitionSpec())
             self.weights = jax.device_put(weights, replicated)
             self._forward = jax.jit(

@@ -1,0 +1,257 @@
+"""The hybrid: compiled stream exact and frozen, learned parts trainable, saved without pickle."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tracr.compiler import compiling, lib
+from tracr.compression import running
+from tracr.hybrid import config, finetune, model, picture, saving, training
+from tracr.rasp import rasp
+from tracr.transformer import batching, fast
+from tracr.transformer import spec as spec_lib
+
+VOCAB = (1, 2, 3)
+MAX_SEQ_LEN = 3
+
+
+def _inputs(vocab=VOCAB, max_seq_len=MAX_SEQ_LEN):
+    return [list(x) for n in range(1, max_seq_len + 1) for x in itertools.product(vocab, repeat=n)]
+
+
+@pytest.fixture(scope="module")
+def hist():
+    program = lib.make_hist()
+    compiled = compiling.compile_rasp_to_model(program, set(VOCAB), MAX_SEQ_LEN)
+    return program, compiled
+
+
+@pytest.fixture(scope="module")
+def sort():
+    program = lib.make_sort_unique(rasp.tokens, rasp.tokens)
+    compiled = compiling.compile_rasp_to_model(program, set(VOCAB), MAX_SEQ_LEN)
+    return program, compiled
+
+
+def _majority_task(compiled):
+    """Targets: the most frequent token (ties: the smallest) at BOS; -1 elsewhere."""
+    inputs = _inputs()
+    ids = running.encode_padded(compiled, inputs)
+    targets = np.full(ids.shape, -1, dtype=np.int32)
+    for row, x in enumerate(inputs):
+        counts = [x.count(v) for v in VOCAB]
+        targets[row, 0] = int(np.argmax(counts))
+    return ids, targets
+
+
+def _hspec(program, compiled, **kw):
+    kw.setdefault("d_learned", 8)
+    kw.setdefault("num_heads", 1)
+    kw.setdefault("key_size", 8)
+    kw.setdefault("mlp_hidden_size", 16)
+    kw.setdefault("reads", (program.label, "tokens"))
+    return config.HybridSpec(compiled=compiled.spec, num_classes=len(VOCAB), **kw)
+
+
+@pytest.mark.parametrize("which", ["hist", "sort"])
+def test_compiled_stream_is_the_compiled_models_residual_stream(which, request):
+    program, compiled = request.getfixturevalue(which)
+    hspec = _hspec(program, compiled)
+    params = model.init_params(hspec, compiled.params, seed=1)
+    ids = running.encode_padded(compiled, _inputs())
+    out = jax.jit(model.forward_fn(hspec))(params, ids)
+    want = compiled.forward(compiled.params, jnp.asarray(ids)).transformer_output.residuals
+    assert len(out.compiled_residuals) == 2 * hspec.num_layers > len(want)
+    for got, expected in zip(out.compiled_residuals, want):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    # The program's own value, decoded from the compiled directions, is the evaluator's.
+    rows = list(compiled.spec.output.reads)
+    scores = np.asarray(out.compiled_residuals[-1])[..., rows]
+    decoded = np.argmax(scores, axis=-1)
+    active = scores.max(axis=-1) >= spec_lib.ACTIVE_THRESHOLD
+    values = compiled.spec.output.values
+    for row, x in enumerate(_inputs()):
+        got = [values[i] if a else None for i, a in zip(decoded[row], active[row])]
+        assert got[1 : len(x) + 1] == rasp.evaluate(program, x)
+
+
+def test_learned_parts_never_write_the_compiled_stream(hist):
+    program, compiled = hist
+    hspec = _hspec(program, compiled)
+    forward = jax.jit(model.forward_fn(hspec))
+    ids = running.encode_padded(compiled, _inputs())
+    a = forward(model.init_params(hspec, compiled.params, seed=0), ids)
+    b = forward(model.init_params(hspec, compiled.params, seed=7), ids)
+    for x, y in zip(a.compiled_residuals, b.compiled_residuals):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert not np.allclose(np.asarray(a.logits), np.asarray(b.logits))
+
+
+def test_training_keeps_compiled_parts_frozen_and_reduces_loss(hist):
+    program, compiled = hist
+    hspec = _hspec(program, compiled)
+    ids, targets = _majority_task(compiled)
+    params = model.init_params(hspec, compiled.params, seed=0)
+
+    def sampler(rng, batch_size):
+        rows = rng.integers(0, len(ids), size=batch_size)
+        return ids[rows], targets[rows]
+
+    trained, history = training.train(
+        hspec, params, sampler, steps=150, batch_size=32, learning_rate=3e-3, progress=False
+    )
+    learned, frozen = model.split(params)
+    learned_after, frozen_after = model.split(trained)
+    assert set(frozen) == set(compiled.params)
+    for module in frozen:
+        for key in frozen[module]:
+            np.testing.assert_array_equal(
+                np.asarray(frozen_after[module][key]), np.asarray(compiled.params[module][key])
+            )
+    assert any(
+        not np.array_equal(np.asarray(learned[m][k]), np.asarray(learned_after[m][k]))
+        for m in learned
+        for k in learned[m]
+    )
+    forward = jax.jit(model.forward_fn(hspec))
+    before, after = forward(params, ids), forward(trained, ids)
+    for x, y in zip(before.compiled_residuals, after.compiled_residuals):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert np.mean(history.losses[-10:]) < 0.5 * np.mean(history.losses[:10])
+    loss_before = training.loss_fn(model.forward_fn(hspec), params, ids, targets)
+    loss_after = training.loss_fn(model.forward_fn(hspec), trained, ids, targets)
+    assert float(loss_after) < 0.5 * float(loss_before)
+
+
+def test_plain_baseline_has_only_learned_parameters(hist):
+    program, compiled = hist
+    hspec = _hspec(program, compiled, reads=(), use_compiled=False, extra_layers=2)
+    params = model.init_params(hspec, {}, seed=0)
+    assert all(model.is_learned(m) for m in params)
+    assert hspec.d_compiled == 0 and hspec.num_layers == 2
+    out = model.forward_fn(hspec)(params, running.encode_padded(compiled, _inputs()[:4]))
+    assert out.logits.shape == (4, MAX_SEQ_LEN + 1, len(VOCAB))
+
+
+def test_bad_arguments_are_named(hist):
+    program, compiled = hist
+    with pytest.raises(ValueError, match="reads names 'nope'"):
+        config.HybridSpec(compiled=compiled.spec, num_classes=3, reads=("nope",))
+    with pytest.raises(ValueError, match="d_learned"):
+        config.HybridSpec(compiled=compiled.spec, num_classes=3, d_learned=0)
+    hspec = _hspec(program, compiled)
+    with pytest.raises(ValueError, match="compiled_params has no"):
+        model.init_params(hspec, {}, seed=0)
+    with pytest.raises(ValueError, match="multiple of"):
+        training.train(
+            hspec, model.init_params(hspec, compiled.params, seed=0), None, steps=1, batch_size=0
+        )
+
+
+def test_save_and_load_round_trip(hist, tmp_path):
+    program, compiled = hist
+    hspec = _hspec(program, compiled)
+    params = model.init_params(hspec, compiled.params, seed=3)
+    saving.save_hybrid(tmp_path / "h", hspec, params)
+    assert saving.is_hybrid_dir(tmp_path / "h")
+    loaded_spec, loaded = saving.load_hybrid(tmp_path / "h")
+    assert loaded_spec == hspec
+    ids = running.encode_padded(compiled, _inputs())
+    np.testing.assert_array_equal(
+        np.asarray(model.forward_fn(hspec)(params, ids).logits),
+        np.asarray(model.forward_fn(loaded_spec)(loaded, ids).logits),
+    )
+    # A file that disagrees with the spec is refused, naming what is wrong.
+    arrays = dict(np.load(tmp_path / "h" / saving.PARAMS_FILE))
+    arrays.pop(next(iter(arrays)))
+    np.savez(tmp_path / "h" / saving.PARAMS_FILE, **arrays)
+    with pytest.raises(ValueError, match="missing arrays"):
+        saving.load_hybrid(tmp_path / "h")
+
+
+def test_picture_marks_compiled_and_learned(sort, tmp_path):
+    program, compiled = sort
+    hspec = _hspec(program, compiled)
+    boxes = picture.components(hspec)
+    compiled_texts = [text for _, _, kind, text in boxes if kind == "compiled"]
+    for head in compiled.spec.heads():
+        assert any(head.label in t and t.startswith(head.name) for t in compiled_texts)
+    learned_layers = {layer for layer, _, kind, _ in boxes if kind == "learned"}
+    assert learned_layers == set(range(hspec.num_layers))
+    pytest.importorskip("matplotlib")
+    picture.draw(hspec, tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 1000
+
+
+def test_tracr_show_draws_a_saved_hybrid(hist, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from tracr import cli
+
+    program, compiled = hist
+    hspec = _hspec(program, compiled)
+    saving.save_hybrid(tmp_path / "h", hspec, model.init_params(hspec, compiled.params, seed=0))
+    code = cli.main(["show", str(tmp_path / "h"), "--input", "1 2", "-o", str(tmp_path / "pics")])
+    assert code == 0, capsys.readouterr()
+    assert (tmp_path / "pics" / "hybrid_layout.png").stat().st_size > 1000
+
+
+def test_learned_positions_off_leaves_positions_to_the_compiled_indices(sort):
+    program, compiled = sort
+    hspec = _hspec(program, compiled, reads=(program.label, "indices"), learned_positions=False)
+    params = model.init_params(hspec, compiled.params, seed=0)
+    assert f"{model.LEARNED}/pos_embed" not in params
+    assert f"{model.LEARNED}/token_embed" in params
+    assert (
+        hspec.read_indices[-MAX_SEQ_LEN:] == compiled.spec.directions_of("indices")[-MAX_SEQ_LEN:]
+    )
+
+
+def test_make_mesh_has_the_batch_axis():
+    mesh = batching.make_mesh()
+    assert mesh.axis_names == (batching.BATCH_AXIS,)
+    assert mesh.devices.size == len(jax.local_devices())
+
+
+def _output_targets(compiled, outputs_per_input, length):
+    values = list(compiled.spec.output.values)
+    targets = np.full((len(outputs_per_input), length), -1, dtype=np.int32)
+    for row, out in enumerate(outputs_per_input):
+        targets[row, 1 : len(out) + 1] = [values.index(v) for v in out]
+    return targets
+
+
+def test_finetuning_on_the_programs_own_task_keeps_it_exact(hist):
+    program, compiled = hist
+    inputs = _inputs()
+    ids = running.encode_padded(compiled, inputs)
+    targets = _output_targets(compiled, [rasp.evaluate(program, x) for x in inputs], ids.shape[1])
+    lean = compiled.lean_weights()
+    tuned, losses = finetune.finetune(lean, ids, targets, steps=30, learning_rate=1e-3)
+    assert losses[-1] < losses[0]  # the margins grow
+    decoded = np.asarray(fast.decode(tuned, jnp.asarray(ids)))
+    real = targets >= 0
+    np.testing.assert_array_equal(decoded[real], targets[real])
+
+
+def test_finetuning_on_a_perturbed_task_moves_the_model(hist):
+    program, compiled = hist
+    inputs = _inputs()
+    ids = running.encode_padded(compiled, inputs)
+    # Perturbed: the count of each token, capped at 2.
+    perturbed = [[min(v, 2) for v in rasp.evaluate(program, x)] for x in inputs]
+    targets = _output_targets(compiled, perturbed, ids.shape[1])
+    lean = compiled.lean_weights()
+    real = targets >= 0
+
+    def agreement(weights):
+        return np.mean(np.asarray(fast.decode(weights, jnp.asarray(ids)))[real] == targets[real])
+
+    tuned, losses = finetune.finetune(lean, ids, targets, steps=300, learning_rate=3e-3)
+    assert agreement(lean) < 1.0
+    assert losses[-1] < 0.5 * losses[0]
+    assert agreement(tuned) > agreement(lean)
+    moved = jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)), lean, tuned)
+    assert any(jax.tree_util.tree_leaves(moved))
