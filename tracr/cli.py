@@ -7,6 +7,7 @@
     tracr run lib:make_reverse --vocab a,b,c --max-seq-len 5 --input abc
     tracr show sort_model --input "3 1 5 2" -o pictures
     tracr export sort_model -o sort_tl
+    tracr circuit sort_model --format acdc -o sort_acdc.json
     tracr compress sort_model
     tracr bench throughput
 
@@ -27,7 +28,7 @@ item is a number, strings otherwise. `--input` takes tokens separated by
 spaces or commas; a string without separators whose characters are all
 tokens is split into characters (`--input "(())"`). BOS is added for you.
 
-MODEL (run, show, export, compress) is a directory written by `compile` or a
+MODEL (run, show, circuit, export, compress) is a directory written by `compile` or a
 PROGRAM with `--vocab` and `--max-seq-len`. User errors print one line on
 stderr and exit with status 2; set TRACR_DEBUG=1 to see the traceback.
 """
@@ -583,6 +584,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_circuit(args: argparse.Namespace) -> int:
+    from tracr.circuits import formats
+
+    model, _, description = _get_model(args)
+    summary = formats.write_circuit(model, args.format, args.output)
+    print(f"{description}: {summary}", file=sys.stderr)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -753,6 +763,22 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the PNGs")
     _add_program_options(p)
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser(
+        "circuit",
+        help="write the model's compiled circuit (verified ground truth for interpretability)",
+        description="Write MODEL's circuit: nodes, edges with residual directions and RASP "
+        "expressions, as our JSON, TransformerLens hook edges, ACDC's edge dictionary or "
+        "InterpBench node pairs (docs/circuits.md).",
+        epilog="example: tracr circuit sort_model --format acdc -o sort_acdc.json",
+    )
+    p.add_argument("program", metavar="MODEL", help=model_help)
+    p.add_argument(
+        "--format", default="json", choices=("json", "tl", "acdc", "interpbench"), help="(json)"
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="file to write (default: stdout)")
+    _add_program_options(p)
+    p.set_defaults(func=cmd_circuit)
 
     p = sub.add_parser(
         "export",

@@ -122,6 +122,10 @@ class Circuit:
     output_label: str
     num_layers: int
     inert: Tuple[Edge, ...] = ()  # wired by the weights, without effect on the domain
+    # Directions the position embedding writes (the rest of embed's come from
+    # the token embedding): formats that split embed into token and position
+    # embeddings (ACDC, InterpBench) need them.
+    position_directions: Tuple[int, ...] = ()
 
     def __post_init__(self):
         names = [n.name for n in self.nodes]
@@ -256,9 +260,8 @@ def circuit(
     weights = forward.weights_of(model, numpy=True)
     model_spec = weights.spec
     inp = model_spec.input
-    embed_used = np.any(np.asarray(weights.token_embed) != 0, axis=0) | np.any(
-        np.asarray(weights.pos_embed) != 0, axis=0
-    )
+    pos_used = np.any(np.asarray(weights.pos_embed) != 0, axis=0)
+    embed_used = np.any(np.asarray(weights.token_embed) != 0, axis=0) | pos_used
     embed_writes = _keep(
         [i for i in (*inp.embeds, *inp.positions, inp.one) if i is not None], embed_used
     )
@@ -304,6 +307,7 @@ def circuit(
         output_label=model_spec.output.label,
         num_layers=model_spec.num_layers,
         inert=tuple(e for e in wired if not found[e.key].any),
+        position_directions=tuple(int(i) for i in np.flatnonzero(pos_used)),
     )
 
 
