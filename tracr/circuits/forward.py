@@ -146,14 +146,14 @@ def weights_of(model: assembled.AssembledTransformerModel, *, numpy: bool = Fals
     )
 
 
-def _xp(*arrays):
+def array_module(*arrays):
     """numpy when every array is a numpy array, else jax.numpy."""
     return np if all(isinstance(a, np.ndarray) for a in arrays) else jnp
 
 
 def attention_mask(weights: Weights, token_ids: Array) -> Array:
     """[B, T] ids -> [B, 1, T, T] bool: PAD keys masked out, and later keys when causal."""
-    xp = _xp(weights.token_embed, token_ids)
+    xp = array_module(weights.token_embed, token_ids)
     pad = weights.spec.input.pad_id
     t = token_ids.shape[-1]
     valid = xp.ones_like(token_ids, dtype=bool) if pad is None else token_ids != pad
@@ -170,7 +170,7 @@ def head(w: Tuple[Array, ...], xq: Array, xk: Array, xv: Array, mask: Array) -> 
     [..., 1, T, T].
     """
     wq, bq, wk, bk, wv, bv, wo = w
-    xp = _xp(xq, xk, xv, wq)
+    xp = array_module(xq, xk, xv, wq)
     q, k, v = xq @ wq + bq, xk @ wk + bk, xv @ wv + bv
     logits = xp.einsum("...tk,...sk->...ts", q, k) / np.sqrt(wq.shape[1]).astype(np.float32)
     logits = xp.where(mask[..., 0, :, :], logits, attention.MASKED_LOGIT)
@@ -181,7 +181,7 @@ def head(w: Tuple[Array, ...], xq: Array, xk: Array, xv: Array, mask: Array) -> 
 def mlp(w: Tuple[Array, ...], x: Array) -> Array:
     """One MLP sublayer's contribution [..., T, D] from its input [..., T, D] (ReLU)."""
     w1, b1, w2, b2 = w
-    return _xp(x, w1).maximum(x @ w1 + b1, 0) @ w2 + b2
+    return array_module(x, w1).maximum(x @ w1 + b1, 0) @ w2 + b2
 
 
 def embed(weights: Weights, token_ids: Array) -> Array:
