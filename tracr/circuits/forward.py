@@ -207,7 +207,7 @@ def run(
     weights: Weights,
     token_ids: Array,
     replace: Optional[Mapping[str, Array]] = None,
-    add: Optional[Mapping[str, Array]] = None,
+    add: Optional[Mapping[Tuple[str, str], Array]] = None,
 ) -> Trace:
     """Runs the model on [B, T] ids, node by node.
 
@@ -216,8 +216,8 @@ def run(
       token_ids: [B, T] ids (PAD-padded; BOS first).
       replace: node name -> contribution [B, T, D] that every later node reads
         instead of the node's own (activation patching of a node).
-      add: node name -> [B, T, D] added to the residual the node reads (a
-        point to differentiate at, for attribution patching).
+      add: (node name, input slot) -> [B, T, D] added to what that input
+        reads (a point to differentiate at, for attribution patching).
     """
     replace = replace or {}
     add = add or {}
@@ -228,22 +228,21 @@ def run(
     if EMBED in replace:
         residual = replace[EMBED]
 
-    def read(name: str) -> Array:
-        x = residual + add[name] if name in add else residual
-        inputs[name] = x
-        return x
+    def read(name: str, slot: str) -> Array:
+        inputs[name] = residual
+        return residual + add[(name, slot)] if (name, slot) in add else residual
 
     for layer in weights.spec.layers:
         written = []
         for h in layer.heads:
-            x = read(h.name)
-            out[h.name] = head(weights.heads[h.name], x, x, x, mask)
+            xq, xk, xv = (read(h.name, slot) for slot in HEAD_SLOTS)
+            out[h.name] = head(weights.heads[h.name], xq, xk, xv, mask)
             written.append(replace.get(h.name, out[h.name]))
         if layer.index < len(weights.attn_bias):
             residual = residual + weights.attn_bias[layer.index] + sum(written, 0.0)
         if layer.mlp is not None:
             name = mlp_name(layer.index)
-            out[name] = mlp(weights.mlps[name], read(name))
+            out[name] = mlp(weights.mlps[name], read(name, IN))
             residual = residual + replace.get(name, out[name])
-    out[UNEMBED] = read(UNEMBED) @ weights.unembed
+    out[UNEMBED] = read(UNEMBED, IN) @ weights.unembed
     return Trace(inputs=inputs, out=out, mask=mask)
