@@ -96,11 +96,14 @@ def edge_scores(
 
 
 def edge_patching(
-    model: Any, clean, corrupted, pair: Pair, *, temperature: float = 1.0
-) -> np.ndarray:
-    """[N] the exact change of L when only `pair`'s child input reads the parent's
-    corrupted contribution (activation patching of one edge): what `edge_scores`
-    estimates to first order."""
+    model: Any, clean, corrupted, pairs: Sequence[Pair], *, temperature: float = 1.0
+) -> Dict[Pair, np.ndarray]:
+    """Per edge, [N] the exact change of L when only its child's input reads the
+    parent's corrupted contribution (activation patching of one edge, the rest of
+    the model run on): what `edge_scores` estimates to first order."""
     runs = _Runs(model, clean, corrupted, temperature)
-    parent, child, slot = pair
-    return np.asarray(runs.metric({(child, slot): runs.delta(parent)}) - runs.metric({}))
+    base = runs.metric({})
+    return {
+        (parent, child, slot): np.asarray(runs.metric({(child, slot): runs.delta(parent)}) - base)
+        for parent, child, slot in pairs
+    }
