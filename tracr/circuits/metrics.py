@@ -46,7 +46,8 @@ def output_margin(
     """
     model_spec = _categorical_spec(model)
     weights = forward.weights_of(model, numpy=True)
-    domain = domain or domain_lib.make_domain(model_spec)
+    if domain is None:
+        domain = domain_lib.make_domain(model_spec)
     ids = domain_lib.encode(model_spec, domain.inputs)
     out = forward.run(weights, ids).out[forward.UNEMBED]  # [B, T, O]
     top2 = np.sort(out, axis=-1)[..., -2:]

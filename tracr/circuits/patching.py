@@ -47,7 +47,8 @@ def patching_pairs(
     weights = forward.weights_of(model, numpy=True)
     if node not in weights.order or node == forward.UNEMBED:
         raise ValueError(f"node must be one of {list(weights.order[:-1])}, got {node!r}.")
-    domain = domain or domain_lib.make_domain(weights.spec, seed=seed)
+    if domain is None:
+        domain = domain_lib.make_domain(weights.spec, seed=seed)
     rng = random.Random(seed)
     by_length = {}
     for x in domain.inputs:
