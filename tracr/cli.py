@@ -7,6 +7,7 @@
     tracr run lib:make_reverse --vocab a,b,c --max-seq-len 5 --input abc
     tracr show sort_model --input "3 1 5 2" -o pictures
     tracr export sort_model -o sort_tl
+    tracr circuit sort_model --format acdc -o sort_acdc.json
     tracr compress sort_model
     tracr bench throughput
 
@@ -32,12 +33,13 @@ spaces, commas or both (`"1, 2 3"`); a string without separators whose
 characters are all tokens is split into characters (`--input "(())"`). BOS
 is added for you.
 
-MODEL (run, show, export, compress) is a directory written by `compile` or a
-PROGRAM with `--vocab` and `--max-seq-len`. User errors (`TracrUserError`,
-a refused program, a missing file) print one line on stderr and exit with
-status 2; an unexpected error prints one line and exits with status 1. Pass
-`--debug` (or set TRACR_DEBUG=1) to see the traceback. Output piped into a
-command that stops reading (`tracr run ... | head`) ends quietly.
+MODEL (run, show, circuit, export, compress) is a directory written by
+`compile` or a PROGRAM with `--vocab` and `--max-seq-len`. User errors
+(`TracrUserError`, a refused program, a missing file) print one line on
+stderr and exit with status 2; an unexpected error prints one line and exits
+with status 1. Pass `--debug` (or set TRACR_DEBUG=1) to see the traceback.
+Output piped into a command that stops reading (`tracr run ... | head`) ends
+quietly.
 """
 
 from __future__ import annotations
@@ -642,6 +644,15 @@ def _show_hybrid(directory: str, output: str) -> int:
     return 0
 
 
+def cmd_circuit(args: argparse.Namespace) -> int:
+    from tracr.circuits import formats
+
+    model, _, description = _get_model(args)
+    summary = formats.write_circuit(model, args.format, args.output)
+    print(f"{description}: {summary}", file=sys.stderr)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -815,6 +826,22 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the PNGs")
     _add_program_options(p)
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser(
+        "circuit",
+        help="write the model's compiled circuit (verified ground truth for interpretability)",
+        description="Write MODEL's circuit: nodes, edges with residual directions and RASP "
+        "expressions, as our JSON, TransformerLens hook edges, ACDC's edge dictionary or "
+        "InterpBench node pairs (docs/circuits.md).",
+        epilog="example: tracr circuit sort_model --format acdc -o sort_acdc.json",
+    )
+    p.add_argument("program", metavar="MODEL", help=model_help)
+    p.add_argument(
+        "--format", default="json", choices=("json", "tl", "acdc", "interpbench"), help="(json)"
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="file to write (default: stdout)")
+    _add_program_options(p)
+    p.set_defaults(func=cmd_circuit)
 
     p = sub.add_parser(
         "export",

@@ -297,8 +297,9 @@ def test_show_writes_pngs(capsys, sort_dir, tmp_path):
         capsys, "show", str(sort_dir), "--input", "3 1", "-o", str(tmp_path / "pics")
     )
     assert code == 0, err
-    assert "wrote 8 pictures" in out.splitlines()[0]
+    assert "wrote 9 pictures" in out.splitlines()[0]
     assert (tmp_path / "pics" / "attention_layer1.png").stat().st_size > 5_000
+    assert (tmp_path / "pics" / "circuit.png").stat().st_size > 5_000
 
 
 def test_compress_reports_exact_compression_or_a_clear_error(capsys, sort_dir):

@@ -15,10 +15,12 @@ from tracr import viz  # noqa: E402  (after the skip: needs matplotlib)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+SORT = lib.make_sort_unique(rasp.tokens, rasp.tokens)
+
+
 @pytest.fixture(scope="module")
 def sort_model():
-    program = lib.make_sort_unique(rasp.tokens, rasp.tokens)
-    return compiling.compile_rasp_to_model(program, {1, 2, 3}, 3)
+    return compiling.compile_rasp_to_model(SORT, {1, 2, 3}, 3)
 
 
 TOKENS = ["compiler_bos", 3, 1, 2]
@@ -28,6 +30,7 @@ def test_write_pngs_writes_residual_and_attention_pictures(sort_model, tmp_path)
     paths = viz.write_pngs(sort_model, TOKENS, tmp_path / "pics", dpi=60)
     names = [p.name for p in paths]
     assert names == [
+        "circuit.png",
         "residual_stream.png",
         "residual_00_embeddings.png",
         "residual_01_layer_0_attention.png",
@@ -66,14 +69,18 @@ def test_residual_figure_labels_dimensions_positions_and_stages(sort_model):
 
 def test_attention_figure_shows_each_used_head_with_its_roles(sort_model):
     assert viz.used_heads(sort_model, 1) == [0]
+    assert viz.used_heads(sort_model, 5) == []
     roles = viz.head_roles(sort_model, 1, 0)
-    assert roles["writes"] == sort_model.spec.output.label
+    assert roles["writes"] == SORT.label == sort_model.spec.output.label
     # Select(keys=target_pos, queries=indices): position i reads the key whose
     # target position is i.
-    assert "indices" in roles["query"] and "target_pos" in roles["key"]
+    target_pos = SORT.children[0].keys  # the Select's keys: make_sort_unique's target_pos
+    assert rasp.indices.label in roles["query"] and target_pos.label in roles["key"]
+    with pytest.raises(ValueError, match="no compiled head 3"):
+        viz.head_roles(sort_model, 1, 3)
     fig = viz.plot_attention(sort_model, TOKENS, layer=1)
     (ax,) = [ax for ax in fig.axes if ax.get_title()]
-    assert ax.get_title().startswith("layer 1, head 0: writes sort")
+    assert ax.get_title().startswith(f"layer 1, head 0: writes {SORT.label}")
     assert ax.get_xlabel() == "key position (attended to)"
     weights = ax.images[0].get_array()
     # sort_unique: the query at the position of the k-th smallest key reads it.
@@ -88,6 +95,24 @@ def test_layer_without_used_heads_gives_no_figure():
     model = compiling.compile_rasp_to_model(program, {"x", "y"}, 2)
     assert viz.used_heads(model, 0) == []
     assert viz.plot_attention(model, ["compiler_bos", "x"], layer=0) is None
+
+
+def test_circuit_picture_has_a_box_per_node_and_labelled_edges(sort_model):
+    from tracr.circuits import circuit
+
+    c = circuit(sort_model)
+    fig = viz.plot_circuit(c)
+    (ax,) = fig.axes
+    texts = [t.get_text() for t in ax.texts]
+    assert sum(t.startswith("head ") for t in texts) == len(list(sort_model.spec.heads()))
+    assert any(t.startswith("embed") for t in texts) and "unembed" in texts
+    lines = {line for t in texts for line in t.split("\n")}
+    for e in c.edges:  # each edge's label names the expressions it carries
+        label = ", ".join(e.labels)
+        assert label in lines or f"{e.slot}: {label}" in lines
+    arrows = [t for t in ax.texts if type(t).__name__ == "Annotation"]
+    assert len(arrows) == len({(e.parent, e.child) for e in c.edges})  # one per pair
+    matplotlib.pyplot.close(fig)
 
 
 def test_importing_viz_does_not_import_matplotlib():

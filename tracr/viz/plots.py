@@ -11,7 +11,9 @@ Run a model on one input and write PNGs a person can read at a glance::
   `residual_<k>_<stage>.png` holds each stage on its own.
 - `attention_layer<i>.png`: the attention pattern of every head of layer i
   (query positions down, key positions across, weights in [0, 1]); heads
-  whose weights are all zero (unused by the program) are left out.
+  the compiler did not place (padding) are left out.
+- `circuit.png`: the compiled circuit (`tracr.circuits`): components as
+  boxes, edges labelled with the RASP expressions they carry.
 
 matplotlib is imported inside the functions (the `viz` extra), so importing
 this module costs nothing; the Agg backend is used, so no display is needed.
@@ -91,45 +93,42 @@ def attention_patterns(
 
 
 def used_heads(model: assembled.AssembledTransformerModel, layer: int) -> List[int]:
-    """Heads of `layer` that write something (non-zero value and output weights)."""
-    config = model.model_config
-    h, k = config.num_heads, config.key_size
-    wv = np.asarray(model.params[spec_lib.param_name(layer, "attn", "value")]["w"])
-    wo = np.asarray(model.params[spec_lib.param_name(layer, "attn", "linear")]["w"])
-    wv = wv.reshape(wv.shape[0], h, k)
-    wo = wo.reshape(h, k, wo.shape[-1])
-    return [i for i in range(h) if np.any(wv[:, i, :]) and np.any(wo[i])]
+    """Heads of `layer` that the compiler placed (from `model.spec`); padding heads are left out."""
+    layers = _spec(model).layers
+    return [h.head for h in layers[layer].heads] if layer < len(layers) else []
 
 
-def _variables(labels: Sequence[str], rows: np.ndarray) -> str:
-    names: List[str] = []
-    for i in np.flatnonzero(rows):
-        name = labels[i].split(":", 1)[0]
-        if name not in names:
-            names.append(name)
+def _spec(model: assembled.AssembledTransformerModel) -> spec_lib.ModelSpec:
+    if model.spec is None:
+        raise ValueError("tracr.viz needs model.spec (a model compiled or loaded by this tracr).")
+    return model.spec
+
+
+def _variables(model_spec: spec_lib.ModelSpec, indices: Sequence[int]) -> str:
+    names = dict.fromkeys(model_spec.residual_names[i] for i in indices)
     return ", ".join(names) or "-"
 
 
 def head_roles(model: assembled.AssembledTransformerModel, layer: int, head: int) -> dict:
-    """The variables a head's query and key read and its output writes.
+    """The variables a head's query and key read and its output writes (from `model.spec`).
 
     Returns:
-      `{"query": "target_pos, one", "key": "indices, tokens", "writes": "sort"}`.
+      `{"query": "indices", "key": "target_pos", "writes": "sort"}` (RASP labels).
+
+    Raises:
+      ValueError: the layer has no such head.
     """
-    config = model.model_config
-    h, k = config.num_heads, config.key_size
-    labels = list(model.residual_labels)
-
-    def weights(name: str) -> np.ndarray:
-        return np.asarray(model.params[spec_lib.param_name(layer, "attn", name)]["w"])
-
-    wq = weights("query").reshape(-1, h, k)[:, head, :]
-    wk = weights("key").reshape(-1, h, k)[:, head, :]
-    wo = weights("linear").reshape(h, k, -1)[head]
+    model_spec = _spec(model)
+    found = [h for h in model_spec.heads() if (h.layer, h.head) == (layer, head)]
+    if not found:
+        raise ValueError(
+            f"Layer {layer} has no compiled head {head}; see used_heads(model, layer)."
+        )
+    (h,) = found
     return {
-        "query": _variables(labels, np.any(wq != 0, axis=1)),
-        "key": _variables(labels, np.any(wk != 0, axis=1)),
-        "writes": _variables(labels, np.any(wo != 0, axis=0)),
+        "query": _variables(model_spec, h.query),
+        "key": _variables(model_spec, h.key),
+        "writes": _variables(model_spec, h.writes),
     }
 
 
@@ -262,7 +261,7 @@ def write_pngs(
       dpi: resolution of the PNGs.
 
     Returns:
-      The paths written: residual_stream.png, residual_<k>_<stage>.png per
+      The paths written: circuit.png, residual_stream.png, residual_<k>_<stage>.png per
       stage, and attention_layer<i>.png per layer with a used head.
 
     Raises:
@@ -281,6 +280,10 @@ def write_pngs(
         plt.close(fig)
         written.append(path)
 
+    from tracr.circuits import circuit
+    from tracr.viz.circuit_plot import plot_circuit
+
+    save(plot_circuit(circuit(model)), "circuit.png")
     save(plot_residual_stream(model, tokens), "residual_stream.png")
     for k, (name, _) in enumerate(residual_stages(model, tokens)):
         save(plot_residual_stream(model, tokens, stages=[k]), f"residual_{k:02d}_{_slug(name)}.png")

@@ -1,0 +1,28 @@
+"""Compiled library models shared by the circuit tests (compiled once per session)."""
+
+import functools
+
+import pytest
+
+from tracr.compiler import compiling, library_cases
+
+# Small domains: every input up to this length is checked.
+MAX_SEQ_LEN = 3
+BOS = "BOS"
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(name: str, causal: bool):
+    case = library_cases.CASES_BY_NAME[name]
+    program = case.program(MAX_SEQ_LEN)
+    model = compiling.compile_rasp_to_model(
+        program, case.vocab, MAX_SEQ_LEN, compiler_bos=BOS, causal=causal
+    )
+    return program, model
+
+
+LIBRARY_PARAMS = [
+    pytest.param(case.name, causal, id=f"{case.name}-{'causal' if causal else 'full'}")
+    for case in library_cases.LIBRARY_CASES
+    for causal in ((False, True) if case.supports_causal else (False,))
+]
