@@ -120,6 +120,9 @@ def test_new_params_rebuild_the_lean_weights(sort_model):
     model.params = {k: dict(v) for k, v in model.params.items()}  # same values, new object
     assert model.apply_batch(x) == before
     assert len(model._batch_runners) == 1
+    ((_, runner),) = model._batch_runners.values()
+    model.apply_batch(x)  # unchanged content: the same runner, no rebuild
+    assert list(model._batch_runners.values())[0][1] is runner
 
 
 def _fresh_copy(model):

@@ -61,7 +61,7 @@ class AssembledTransformerModel:
     output_encoder: Optional[encoder.Encoder] = None
     unembed_matrix: Optional[np.ndarray] = None  # [D, O]: residual -> output space
     spec: Optional[spec_lib.ModelSpec] = None  # the compiler's description of this model
-    # max_batch -> (content, BatchRunner), built on the first apply_batch call;
+    # (max_batch, mesh) -> (content, BatchRunner), built on the first apply_batch call;
     # `content` is what the runner was built from (see `_content`).
     _batch_runners: Dict[int, Any] = dataclasses.field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -119,7 +119,11 @@ class AssembledTransformerModel:
         return objects + tuple(leaves), (tree, digests)
 
     def apply_batch(
-        self, batch: Sequence[List[bases.Value]], *, max_batch: Optional[int] = None
+        self,
+        batch: Sequence[List[bases.Value]],
+        *,
+        max_batch: Optional[int] = None,
+        mesh: Optional[Any] = None,
     ) -> List[List[Any]]:
         """Runs the model on many inputs at once; the same `decoded` lists as `apply`.
 
@@ -133,21 +137,34 @@ class AssembledTransformerModel:
         None, as in `apply`. Editing `params`, the encoders or the spec
         rebuilds the lean weights on the next call.
 
+        With `mesh` (`batching.make_mesh(model=k)`), the batch is split over
+        its "batch" axis and the lean weights (heads' dimensions and MLP
+        hidden units) over its "model" axis (`tracr.transformer.sharding`),
+        for models bigger than one device.
+
         Raises:
           ValueError: as `apply`, for the first bad sequence.
         """
-        from tracr.transformer import batching, fast  # optional fast path
+        from tracr.transformer import batching, fast, sharding  # optional fast path
 
         max_batch = batching.DEFAULT_MAX_BATCH if max_batch is None else max_batch
         content = self._content()
-        cached, runner = self._batch_runners.get(max_batch, (None, None))
+        key = (max_batch, mesh)
+        cached, runner = self._batch_runners.get(key, (None, None))
         if not _same_content(cached, content):  # new content (or first call)
             weights = self.lean_weights()
+            shardings = None if mesh is None else sharding.weight_shardings(weights, mesh)
             runner = batching.BatchRunner(
-                fast.outputs, weights, codec=self.codec(), max_batch=max_batch
+                fast.outputs,
+                weights,
+                codec=self.codec(),
+                max_batch=max_batch,
+                mesh=mesh,
+                weight_sharding=shardings,
             )
-            self._batch_runners.clear()  # runners of old content keep old weights alive
-            self._batch_runners[max_batch] = (content, runner)
+            if any(not _same_content(c, content) for c, _ in self._batch_runners.values()):
+                self._batch_runners.clear()  # runners of old content keep old weights alive
+            self._batch_runners[key] = (content, runner)
         return runner(batch)
 
     def apply(self, tokens: List[bases.Value]) -> AssembledTransformerModelOutput:
