@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import random
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -321,11 +322,12 @@ def sequences(
         )
     if not tokens:
         raise ValueError("sample needs at least one token to draw from; tokens is empty.")
-    rng = np.random.default_rng(seed)
-    lengths = rng.integers(min_len, max_len + 1, size=sample)
-    picks = rng.integers(0, len(tokens), size=(sample, max_len)).tolist()
+    rng = random.Random(seed)  # the stream tracr's equivalence checks have always drawn
     table = list(tokens)
-    return (tuple(table[j] for j in row[:n]) for row, n in zip(picks, lengths.tolist()))
+    return (
+        tuple(rng.choice(table) for _ in range(rng.randint(min_len, max_len)))
+        for _ in range(sample)
+    )
 
 
 def enumerate_inputs(
