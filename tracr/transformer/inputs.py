@@ -286,9 +286,9 @@ def categorical_ids(scores: Any, threshold: float = spec_lib.ACTIVE_THRESHOLD) -
     """Output scores `[..., O]` -> ids `[...]`: the argmax, or NO_VALUE where no
     score reaches `threshold` (works on numpy and jax arrays)."""
     xp = np if isinstance(scores, np.ndarray) else _jnp()
-    best = xp.argmax(scores, axis=-1).astype(xp.int32)
     if scores.shape[-1] == 0:
         return xp.full(scores.shape[:-1], NO_VALUE, xp.int32)
+    best = xp.argmax(scores, axis=-1).astype(xp.int32)
     active = xp.max(scores, axis=-1) >= threshold
     return xp.where(active, best, NO_VALUE)
 
