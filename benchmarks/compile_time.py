@@ -12,6 +12,9 @@ Each compilation runs in a fresh child process under a memory limit
 (`--mem-gb`) and a time limit (`--timeout`), so a model too large for the
 machine shows up as `mem` (or `time`) in the table instead of taking the
 machine down; `--in-process` skips the isolation (what `--quick` does).
+The `peakGB` column is the process's peak resident memory; `--run` also
+builds the lean weights and runs `apply_batch` on 16 sampled inputs
+(`run s`, and how many positions disagreed with the RASP evaluator).
 
 The Haiku model's first call (jit compilation) is not compile time; pass
 `--first-call` to measure it too (one input of full length, its own column).
@@ -22,6 +25,7 @@ Usage:
     .venv/bin/python benchmarks/compile_time.py --quick        # CI-sized
     .venv/bin/python benchmarks/compile_time.py --lengths 60 --cases sort_freq
     .venv/bin/python benchmarks/compile_time.py --vocab-size 100 --lengths 30
+    .venv/bin/python benchmarks/compile_time.py --lengths 100 --run --mem-gb 20  # big models
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Dict, FrozenSet, List, Optional, Sequence
 
@@ -73,7 +78,11 @@ def scaled_vocab(vocab: FrozenSet, size: Optional[int]) -> FrozenSet:
 
 
 def measure(
-    case_name: str, max_seq_len: int, vocab_size: Optional[int], first_call: bool
+    case_name: str,
+    max_seq_len: int,
+    vocab_size: Optional[int],
+    first_call: bool,
+    run: bool = False,
 ) -> Dict[str, object]:
     """Compiles one case and returns its row of figures (run in the worker)."""
     import numpy as np
@@ -113,7 +122,27 @@ def measure(
         start = time.perf_counter()
         model.apply(tokens)
         row["first_call"] = time.perf_counter() - start
+    if run:
+        row.update(run_sample(model, program))
+    row["peak_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
     return row
+
+
+def run_sample(model, program, num: int = 16) -> Dict[str, object]:
+    """Lean weights + `apply_batch` on `num` sampled inputs, checked against RASP."""
+    from tracr.rasp import rasp
+    from tracr.transformer import inputs
+
+    start = time.perf_counter()
+    batch = inputs.enumerate_inputs(model.spec, sample=num, seed=0)
+    got = model.apply_batch(batch)
+    seconds = time.perf_counter() - start
+    wrong = 0
+    for x, out in zip(batch, got):
+        for e, g in zip(rasp.evaluate(program, x[1:]), out[1:]):
+            numerical = rasp.is_numerical(program) and e is not None
+            wrong += (abs(e - g) > 1e-3) if numerical else (e != g)
+    return {"run_s": seconds, "run_wrong": int(wrong), "run_num": num}
 
 
 def run_isolated(
@@ -124,8 +153,14 @@ def run_isolated(
     mem_gb: float,
     timeout: float,
     tracr_root: str = "",
+    run: bool = False,
 ) -> Dict[str, object]:
-    """`measure` in a child process limited to `mem_gb` of memory and `timeout` s."""
+    """`measure` in a child process limited to `mem_gb` of resident memory and `timeout` s.
+
+    The limit is on resident memory (polled), not address space: the
+    compiler writes big models into zero-filled memory that costs nothing
+    until touched, which an address-space limit would count in full.
+    """
     cmd = [
         sys.executable,
         __file__,
@@ -134,30 +169,52 @@ def run_isolated(
         str(max_seq_len),
         str(vocab_size or 0),
         "1" if first_call else "0",
-        str(mem_gb),
+        "1" if run else "0",
         tracr_root,
     ]
     failed: Dict[str, object] = {"case": case_name, "n": max_seq_len}
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {**failed, "error": "time"}
-    for line in proc.stdout.splitlines():
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        start, killed = time.perf_counter(), None
+        while proc.poll() is None:
+            if time.perf_counter() - start > timeout:
+                killed = "time"
+            elif _rss_gib(proc.pid) > mem_gb:
+                killed = "mem"
+            if killed:
+                proc.kill()
+                proc.wait()
+                return {**failed, "error": killed}
+            time.sleep(0.2)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    for line in stdout.splitlines():
         if line.startswith("{"):
             return json.loads(line)
-    memory = "MemoryError" in proc.stderr or "RESOURCE_EXHAUSTED" in proc.stderr
+    memory = "MemoryError" in stderr or "RESOURCE_EXHAUSTED" in stderr
     if not memory and proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-2000:])
+        sys.stderr.write(stderr[-2000:])
     return {**failed, "error": "mem" if memory else f"rc={proc.returncode}"}
 
 
+def _rss_gib(pid: int) -> float:
+    """Resident memory of a process (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / (1 << 20)
+    except OSError:
+        pass
+    return 0.0
+
+
 def _worker(argv: Sequence[str]) -> None:
-    case_name, n, vocab_size, first_call, mem_gb, tracr_root = argv
+    case_name, n, vocab_size, first_call, run, tracr_root = argv
     if tracr_root:
         sys.path.insert(0, tracr_root)
-    limit = int(float(mem_gb) * (1 << 30))
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    row = measure(case_name, int(n), int(vocab_size) or None, first_call == "1")
+    row = measure(case_name, int(n), int(vocab_size) or None, first_call == "1", run == "1")
     print(json.dumps(row), flush=True)
 
 
@@ -176,6 +233,9 @@ def format_row(row: Dict[str, object], first_call: bool) -> str:
     )
     if first_call:
         out += f" {row.get('first_call', float('nan')):>7.2f}"
+    out += f" {row.get('peak_gib', float('nan')):>6.2f}"
+    if "run_s" in row:
+        out += f" {row['run_s']:>6.2f} {row['run_wrong']:>2}/{row['run_num']}"
     return out
 
 
@@ -187,7 +247,7 @@ def header(first_call: bool) -> str:
     )
     if first_call:
         out += f" {'1st call':>7}"
-    return out
+    return out + f" {'peakGB':>6} {'run s':>6} {'wrong':>5}"
 
 
 def scaling_summary(rows: List[Dict[str, object]], lengths: Sequence[int]) -> str:
@@ -255,6 +315,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     )
     parser.add_argument("--first-call", action="store_true", help="also time the jit first call")
     parser.add_argument("--in-process", action="store_true", help="no child processes")
+    parser.add_argument(
+        "--run",
+        action="store_true",
+        help="also build the lean weights and run apply_batch on 16 sampled inputs "
+        "(checked against the RASP evaluator)",
+    )
     parser.add_argument("--mem-gb", type=float, default=12.0, help="memory limit per compile")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per compile")
     parser.add_argument(
@@ -287,7 +353,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             tries = []
             for _ in range(max(1, args.repeat)):
                 if in_process:
-                    tries.append(measure(name, n, args.vocab_size, args.first_call))
+                    tries.append(measure(name, n, args.vocab_size, args.first_call, args.run))
                 else:
                     tries.append(
                         run_isolated(
@@ -298,6 +364,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                             args.mem_gb,
                             args.timeout,
                             os.path.abspath(args.tracr_root) if args.tracr_root else "",
+                            args.run,
                         )
                     )
                 if "error" in tries[-1]:

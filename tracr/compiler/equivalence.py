@@ -11,9 +11,7 @@ the model has no 'no value'.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
-import random
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import jax.numpy as jnp
@@ -21,6 +19,7 @@ import numpy as np
 
 from tracr.compiler import assemble, validating
 from tracr.rasp import rasp
+from tracr.transformer import inputs as inputs_lib
 
 NUMERICAL_TOLERANCE = 1e-3
 
@@ -35,32 +34,40 @@ class Mismatch:
 
 def all_inputs(vocab: Iterable[Any], max_seq_len: int, min_len: int = 1) -> Iterator[tuple]:
     """Every sequence over vocab of length min_len..max_seq_len (sorted vocab)."""
-    tokens = sorted(vocab, key=repr)
-    for length in range(min_len, max_seq_len + 1):
-        yield from itertools.product(tokens, repeat=length)
+    return inputs_lib.sequences(sorted(vocab, key=repr), max_seq_len, min_len=min_len)
 
 
 def sample_inputs(
     vocab: Iterable[Any], max_seq_len: int, num: int, seed: int = 0, min_len: int = 1
 ) -> List[tuple]:
     """`num` random sequences with uniformly random lengths (seeded)."""
-    rng = random.Random(seed)
     tokens = sorted(vocab, key=repr)
-    return [
-        tuple(rng.choice(tokens) for _ in range(rng.randint(min_len, max_seq_len)))
-        for _ in range(num)
-    ]
+    return list(inputs_lib.sequences(tokens, max_seq_len, min_len=min_len, sample=num, seed=seed))
 
 
 def decode_batch(
     model: assemble.AssembledTransformerModel, inputs: Sequence[Sequence[Any]]
 ) -> List[List[Any]]:
-    """Decoded outputs (BOS position dropped) for equal-length inputs."""
-    bos = model.input_encoder.bos_token
-    ids = np.array([model.input_encoder.encode([bos, *x]) for x in inputs], dtype=np.int32)
-    out = model.forward(model.params, jnp.asarray(ids))
-    unembedded = np.asarray(out.unembedded_output)
-    return [model.output_encoder.decode(row.tolist())[1:] for row in unembedded]
+    """Decoded outputs (BOS position dropped) for inputs (BOS not included).
+
+    Runs `model.forward` through `tracr.transformer.inputs.run_batch`, the
+    path `apply` takes; categorical positions that no output direction
+    reaches decode as None where the model has an `unembed_matrix`.
+    """
+    enc = model.input_encoder
+    max_len = getattr(enc, "max_seq_len", None) or 1 + max(map(len, inputs), default=0)
+    codec = inputs_lib.Codec.from_encoders(enc, model.output_encoder, max_len)
+    unembed = getattr(model, "unembed_matrix", None)
+
+    def forward(ids: np.ndarray) -> np.ndarray:
+        out = model.forward(model.params, jnp.asarray(ids))
+        residual = out.transformer_output.output
+        if codec.output_values is None or unembed is None or residual.shape[-1] != len(unembed):
+            return np.asarray(out.unembedded_output)
+        return inputs_lib.categorical_ids(np.asarray(residual, dtype=np.float32) @ unembed)
+
+    rows = inputs_lib.run_batch(codec, forward, [[enc.bos_token, *x] for x in inputs])
+    return [row[1:] for row in rows]
 
 
 def _values_equal(expected: Any, got: Any, numerical: bool) -> bool:

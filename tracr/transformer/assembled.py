@@ -9,6 +9,7 @@ derived from those two, so a loaded model and a compiled one are the same.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import chex
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tracr.craft import bases
-from tracr.transformer import encoder, model
+from tracr.transformer import encoder, inputs, model
 from tracr.transformer import spec as spec_lib
 
 _ACTIVATIONS: Dict[str, Callable[[jax.Array], jax.Array]] = {"relu": jax.nn.relu}
@@ -60,7 +61,8 @@ class AssembledTransformerModel:
     output_encoder: Optional[encoder.Encoder] = None
     unembed_matrix: Optional[np.ndarray] = None  # [D, O]: residual -> output space
     spec: Optional[spec_lib.ModelSpec] = None  # the compiler's description of this model
-    # max_batch -> (params, BatchRunner), built on the first apply_batch call.
+    # (max_batch, mesh) -> (content, BatchRunner), built on the first apply_batch call;
+    # `content` is what the runner was built from (see `_content`).
     _batch_runners: Dict[int, Any] = dataclasses.field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -71,67 +73,135 @@ class AssembledTransformerModel:
         `fast.decode(model.lean_weights(), token_ids)` equals
         `model.forward(model.params, token_ids).unembedded_output` and can be
         jit-compiled, vmapped, differentiated (`fast.scores`) and sharded.
+        The output (categorical or not, which residual rows it reads) and the
+        PAD id come from `model.spec`.
 
         Raises:
-          ValueError: the model has no unembedding matrix.
+          ValueError: the model has no spec.
         """
         from tracr.transformer import fast  # optional fast path, kept out of import time
 
-        if self.unembed_matrix is None or self.spec is None:
+        if self.spec is None:
             raise ValueError(
-                "This model has no unembed_matrix or spec, which the lean forward pass "
-                "needs; build it with assemble_craft_model or build_assembled_model."
+                "This model has no spec, which the lean forward pass needs; build it with "
+                "assemble_craft_model or build_assembled_model."
             )
-        return fast.lean_weights_from_params(
-            self.params,
-            self.model_config,
-            self.unembed_matrix,
-            categorical_output=self.spec.output.categorical,
-            pad_id=self.spec.input.pad_id,
-            keep_residual=keep_residual,
-            dtype=dtype,
+        return fast.lean_weights_from_spec(
+            self.params, self.spec, self.model_config, keep_residual=keep_residual, dtype=dtype
         )
 
+    def codec(self) -> inputs.Codec:
+        """The encoder/decoder of token lists that `apply` and `apply_batch` share."""
+        if self.input_encoder is None:
+            raise ValueError("This model has no input_encoder (set by the compiler).")
+        return inputs.Codec.from_encoders(
+            self.input_encoder, self.output_encoder, _max_len(self.input_encoder, self.spec)
+        )
+
+    def _content(self) -> Tuple[Any, ...]:
+        """Everything apply_batch's cached runner depends on.
+
+        Objects are compared by identity (jax arrays are immutable, so a new
+        array is a new object, and so is a read-only numpy array); writable
+        numpy arrays can change in place, so they are compared by a digest of
+        their bytes, and the tree structure by equality.
+        """
+        leaves, tree = jax.tree_util.tree_flatten(self.params)
+        mutable = [
+            x
+            for x in leaves + [self.unembed_matrix]
+            if isinstance(x, np.ndarray) and x.flags.writeable
+        ]
+        digests = tuple(
+            hashlib.blake2b(np.ascontiguousarray(x).tobytes()).digest() for x in mutable
+        )
+        objects = (self.input_encoder, self.output_encoder, self.spec, self.model_config)
+        return objects + tuple(leaves), (tree, digests)
+
     def apply_batch(
-        self, batch: Sequence[List[bases.Value]], *, max_batch: Optional[int] = None
+        self,
+        batch: Sequence[List[bases.Value]],
+        *,
+        max_batch: Optional[int] = None,
+        mesh: Optional[Any] = None,
     ) -> List[List[Any]]:
         """Runs the model on many inputs at once; the same `decoded` lists as `apply`.
 
         Sequences may have different lengths; each starts with the BOS token.
-        They are padded with the PAD token (masked out of attention, so real
+        They are encoded as one array (`tracr.transformer.inputs.Codec`),
+        padded with the PAD token (masked out of attention, so real
         positions are unaffected), run by one jit-compiled lean forward pass
         per chunk of at most `max_batch` (sharded over the batch axis when
-        there are several devices), and trimmed back to their lengths.
+        there are several devices), and decoded back to their lengths.
+        Categorical positions that no output direction reaches decode as
+        None, as in `apply`. Editing `params`, the encoders or the spec
+        rebuilds the lean weights on the next call.
+
+        With `mesh` (`batching.make_mesh(model=k)`), the batch is split over
+        its "batch" axis and the lean weights (heads' dimensions and MLP
+        hidden units) over its "model" axis (`tracr.transformer.sharding`),
+        for models bigger than one device.
 
         Raises:
           ValueError: as `apply`, for the first bad sequence.
         """
-        from tracr.transformer import batching, fast  # optional fast path
+        from tracr.transformer import batching, fast, sharding  # optional fast path
 
-        if self.input_encoder is None:
-            raise ValueError("apply_batch needs the model's input_encoder (set by the compiler).")
         max_batch = batching.DEFAULT_MAX_BATCH if max_batch is None else max_batch
-        params, runner = self._batch_runners.get(max_batch, (None, None))
-        if params is not self.params:  # new params (or first call): new lean weights
+        content = self._content()
+        key = (max_batch, mesh)
+        cached, runner = self._batch_runners.get(key, (None, None))
+        if not _same_content(cached, content):  # new content (or first call)
             weights = self.lean_weights()
+            shardings = None if mesh is None else sharding.weight_shardings(weights, mesh)
             runner = batching.BatchRunner(
-                fast.decode,
+                fast.outputs,
                 weights,
-                self.input_encoder,
-                self.output_encoder,
-                max_len=weights.max_len,
+                codec=self.codec(),
                 max_batch=max_batch,
+                mesh=mesh,
+                weight_sharding=shardings,
             )
-            self._batch_runners[max_batch] = (self.params, runner)
+            if any(not _same_content(c, content) for c, _ in self._batch_runners.values()):
+                self._batch_runners.clear()  # runners of old content keep old weights alive
+            self._batch_runners[key] = (content, runner)
         return runner(batch)
 
     def apply(self, tokens: List[bases.Value]) -> AssembledTransformerModelOutput:
         """Runs the model on one input that starts with the BOS token.
 
         Raises:
-          ValueError: missing BOS, unknown token or sequence too long.
+          ValueError: missing BOS, BOS or PAD after position 0, unknown token
+            or sequence too long.
         """
-        return apply_one(self.forward, self.params, self.input_encoder, self.output_encoder, tokens)
+        return apply_one(
+            self.forward,
+            self.params,
+            self.input_encoder,
+            self.output_encoder,
+            tokens,
+            unembed=self.unembed_matrix,
+            max_len=_max_len(self.input_encoder, self.spec),
+        )
+
+
+def _max_len(input_encoder: Optional[encoder.Encoder], model_spec) -> int:
+    """The longest input (BOS included), from the spec or the encoder."""
+    if model_spec is not None:
+        return model_spec.max_seq_len + 1
+    limit = getattr(input_encoder, "max_seq_len", None)
+    return limit if limit is not None else 1 << 30
+
+
+def _same_content(a: Optional[Tuple[Any, ...]], b: Tuple[Any, ...]) -> bool:
+    if a is None:
+        return False
+    (objects_a, values_a), (objects_b, values_b) = a, b
+    return (
+        len(objects_a) == len(objects_b)
+        and all(x is y for x, y in zip(objects_a, objects_b))
+        and values_a == values_b
+    )
 
 
 def apply_one(
@@ -140,22 +210,50 @@ def apply_one(
     input_encoder: Optional[encoder.Encoder],
     output_encoder: Optional[encoder.Encoder],
     tokens: List[bases.Value],
+    *,
+    unembed: Optional[np.ndarray] = None,
+    max_len: Optional[int] = None,
 ) -> AssembledTransformerModelOutput:
     """`apply` of any model with this `forward` (assembled or compressed): encode
     one input, run it, decode the output and put the BOS token first.
 
+    Encoding and decoding are `tracr.transformer.inputs.Codec`'s, as in
+    `apply_batch`. With `unembed` ([D, O], the residual -> output scores
+    matrix of `transformer_output.output`), a categorical position whose
+    scores all stay below `spec.ACTIVE_THRESHOLD` decodes as None.
+
     Raises:
-      ValueError: missing BOS, unknown token or sequence too long.
+      ValueError: missing BOS, BOS or PAD after position 0, unknown token or
+        sequence too long.
     """
-    token_ids = input_encoder.encode(tokens) if input_encoder is not None else list(tokens)
-    out = forward(params, jnp.asarray([token_ids], dtype=jnp.int32))
+    codec = None
+    if (
+        isinstance(input_encoder, encoder.CategoricalEncoder)
+        and input_encoder.bos_token is not None
+    ):
+        limit = _max_len(input_encoder, None) if max_len is None else max_len
+        codec = inputs.Codec.from_encoders(input_encoder, output_encoder, limit)
+        token_ids = codec.encode([tokens]).ids
+    elif input_encoder is not None:
+        token_ids = np.asarray([input_encoder.encode(tokens)], dtype=np.int32)
+    else:
+        token_ids = np.asarray([list(tokens)], dtype=np.int32)
+    out = forward(params, jnp.asarray(token_ids, dtype=jnp.int32))
     transformer_output = out.transformer_output
     unembedded = out.unembedded_output
-    decoded = np.asarray(unembedded[0]).tolist()
-    if output_encoder is not None:
-        decoded = output_encoder.decode(decoded)
-    if input_encoder is not None and input_encoder.bos_token is not None:
-        decoded[0] = input_encoder.bos_token
+    ids = np.asarray(unembedded)
+    categorical = isinstance(output_encoder, encoder.CategoricalEncoder)
+    if categorical and unembed is not None:
+        scores = np.asarray(transformer_output.output, dtype=np.float32) @ unembed
+        ids = inputs.categorical_ids(scores)
+    if codec is not None and output_encoder is not None:
+        decoded = codec.decode(ids, np.asarray([ids.shape[1]]))[0]
+    else:
+        decoded = ids[0].tolist()
+        if output_encoder is not None:
+            decoded = output_encoder.decode(decoded)
+        if input_encoder is not None and input_encoder.bos_token is not None:
+            decoded[0] = input_encoder.bos_token
     return AssembledTransformerModelOutput(
         decoded=decoded,
         unembedded=unembedded,
@@ -187,9 +285,9 @@ def config_from_spec(model_spec: spec_lib.ModelSpec) -> model.TransformerConfig:
 
 def unembed_matrix_from_spec(model_spec: spec_lib.ModelSpec) -> np.ndarray:
     """[D, O]: column j selects residual row `output.reads[j]`."""
-    matrix = np.zeros((model_spec.d_model, model_spec.output.width), dtype=np.float32)
-    matrix[list(model_spec.output.reads), np.arange(model_spec.output.width)] = 1.0
-    return matrix
+    from tracr.transformer import fast
+
+    return fast.unembedding_from_spec(model_spec)
 
 
 def encoders_from_spec(
@@ -234,11 +332,7 @@ def build_assembled_model(
     config = config_from_spec(model_spec)
     categorical_output = model_spec.output.categorical
     pad_id = model_spec.input.pad_id
-    # Cast in numpy, then place: jnp.asarray(x, dtype=float32) on a float64
-    # array compiles a conversion per distinct shape (~0.1 s each).
-    params = jax.tree_util.tree_map(
-        lambda x: jax.device_put(np.asarray(x, dtype=np.float32)), params
-    )
+    params = place_params(params)
     token_matrix = np.asarray(params[spec_lib.TOKEN_EMBED]["embeddings"])
     pos_matrix = np.asarray(params[spec_lib.POS_EMBED]["embeddings"])
     unembed_matrix = unembed_matrix_from_spec(model_spec)
@@ -272,6 +366,32 @@ def build_assembled_model(
         unembed_matrix=unembed_matrix,
         spec=model_spec,
     )
+
+
+# Params up to this many bytes are placed on the device when the model is
+# built. Bigger ones stay read-only numpy arrays: the compiler writes them
+# into zero-filled (calloc'd) memory, so the all-zero padding costs no RAM
+# until something touches it, and the lean path (`lean_weights`, which is
+# what `apply_batch` runs) reads only their non-zero blocks. `apply` (the
+# Haiku model) moves them to the device on each call.
+DEVICE_PARAMS_LIMIT = 1 << 30
+
+
+def place_params(params: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """float32 params: on the device when small, read-only numpy when large."""
+    # Cast in numpy, then place: jnp.asarray(x, dtype=float32) on a float64
+    # array compiles a conversion per distinct shape (~0.1 s each).
+    arrays = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype=np.float32), params)
+    total = sum(x.nbytes for x in jax.tree_util.tree_leaves(arrays))
+    if total <= DEVICE_PARAMS_LIMIT:
+        return jax.tree_util.tree_map(jax.device_put, arrays)
+
+    def freeze(x: np.ndarray) -> np.ndarray:
+        view = x.view()  # the caller's array stays writable; the model's view does not
+        view.flags.writeable = False
+        return view
+
+    return jax.tree_util.tree_map(freeze, arrays)
 
 
 def embedding_modules(token_matrix, pos_matrix, unembed_matrix) -> EmbeddingModules:

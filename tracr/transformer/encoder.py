@@ -9,9 +9,11 @@ missing BOS, sequences longer than the model was compiled for.
 from __future__ import annotations
 
 import abc
+import functools
 from typing import Any, List, Optional, Sequence
 
 from tracr.craft import bases
+from tracr.transformer import inputs
 
 
 class Encoder(abc.ABC):
@@ -82,18 +84,18 @@ class CategoricalEncoder(Encoder):
     def encode(self, inputs: List[bases.Value]) -> List[int]:
         """Encodes a token sequence, checking BOS, length and vocabulary.
 
+        With a BOS token enforced this is `tracr.transformer.inputs.Codec.encode`
+        on one sequence, the checks every batch path runs.
+
         Raises:
-          ValueError: the first token is not BOS (when enforced), the sequence is
-            longer than max_seq_len (BOS included), or a token is unknown.
+          ValueError: the first token is not BOS (when enforced), BOS or PAD
+            appear after position 0, the sequence is longer than max_seq_len
+            (BOS included), or a token is unknown.
         """
         if not isinstance(inputs, (list, tuple)):
             raise TypeError(f"Expected a list of tokens, got {type(inputs).__name__}: {inputs!r}.")
-        if self._enforce_bos and (not inputs or inputs[0] != self._bos_token):
-            first = inputs[0] if inputs else "<empty input>"
-            raise ValueError(
-                f"First input token must be BOS token. Should be '{self._bos_token}', but was "
-                f"'{first}'. Prepend {self._bos_token!r} to the input."
-            )
+        if self._enforce_bos:
+            return self.codec.encode([inputs]).ids[0].tolist()
         if self._max_seq_len is not None and len(inputs) > self._max_seq_len:
             raise ValueError(
                 f"Input has {len(inputs)} tokens (BOS included) but the model was compiled for at "
@@ -107,6 +109,22 @@ class CategoricalEncoder(Encoder):
                 f"the vocabulary is {known}."
             )
         return [self.encoding_map[x] for x in inputs]
+
+    @functools.cached_property
+    def codec(self) -> "inputs.Codec":
+        """The vectorised encoder of this vocabulary (inputs only: outputs decode as floats)."""
+        return inputs.Codec(
+            tokens=tuple(self.decoding_map[i] for i in range(len(self._basis))),
+            bos_token=self._bos_token,
+            pad_token=self._pad_token,
+            max_len=self._max_seq_len if self._max_seq_len is not None else 1 << 30,
+            output_values=None,
+        )
+
+    @property
+    def max_seq_len(self) -> Optional[int]:
+        """The longest input, BOS included (None: unlimited)."""
+        return self._max_seq_len
 
     def decode(self, encodings: List[int]) -> List[bases.Value]:
         """Decodes ids back to values."""

@@ -61,8 +61,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tracr.transformer import attention
+from tracr.transformer import attention, inputs
 from tracr.transformer.model import TransformerConfig
+from tracr.transformer.spec import ModelSpec
 from tracr.transformer.spec import param_name as _param_name
 
 Array = jax.Array
@@ -783,3 +784,43 @@ def decode(weights: LeanWeights, token_ids: Array, mask: Optional[Array] = None)
     if weights.categorical_output:
         return jnp.argmax(out, axis=-1)
     return out[..., 0]
+
+
+def outputs(weights: LeanWeights, token_ids: Array, mask: Optional[Array] = None) -> Array:
+    """[B, T] token ids -> [B, T] outputs as `tracr.transformer.inputs` decodes them.
+
+    Categorical: the argmax id, or `inputs.NO_VALUE` (-1) where no output
+    score reaches `spec.ACTIVE_THRESHOLD` (RASP's None). Numerical: the value.
+    """
+    out = scores(weights, token_ids, mask)
+    if weights.categorical_output:
+        return inputs.categorical_ids(out)
+    return out[..., 0]
+
+
+def lean_weights_from_spec(
+    params: Mapping[str, Mapping[str, Array]],
+    model_spec: ModelSpec,
+    config: TransformerConfig,
+    **kwargs,
+) -> LeanWeights:
+    """`lean_weights_from_params` with the output and PAD id read from `model_spec`.
+
+    The unembedding is the selection of `model_spec.output.reads`; other
+    keyword arguments (keep_residual, layout, dtype) pass through.
+    """
+    return lean_weights_from_params(
+        params,
+        config,
+        unembedding_from_spec(model_spec),
+        categorical_output=model_spec.output.categorical,
+        pad_id=model_spec.input.pad_id,
+        **kwargs,
+    )
+
+
+def unembedding_from_spec(model_spec: ModelSpec) -> np.ndarray:
+    """[D, O]: column j selects residual row `output.reads[j]`."""
+    matrix = np.zeros((model_spec.d_model, model_spec.output.width), dtype=np.float32)
+    matrix[list(model_spec.output.reads), np.arange(model_spec.output.width)] = 1.0
+    return matrix

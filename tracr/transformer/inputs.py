@@ -1,0 +1,402 @@
+"""One path from token lists to model inputs and back, and one enumerator of inputs.
+
+Every caller that runs a compiled model on user tokens (`apply`,
+`apply_batch`, equivalence checks, certificates, the fuzz checker, the CLI)
+goes through the same three steps::
+
+    codec = inputs.Codec.from_spec(model.spec)
+    batch = codec.encode([["BOS", "a", "b"], ["BOS", "c"]])   # ids [B, T], lengths [B]
+    out = forward(batch.ids)                                  # [B, T] ids or values
+    codec.decode(out, batch.lengths)                          # [["BOS", x, y], ["BOS", z]]
+
+`forward` is any function of padded ids `[B, T]` that returns `[B, T]`:
+output ids for a categorical program, with `NO_VALUE` (-1) where no output
+direction reaches `spec.ACTIVE_THRESHOLD` (decoded as None, as RASP gives
+None there), or floats for a numerical one. `run_batch` does all three.
+
+Encoding and decoding are vectorised: one dict lookup per token at C speed
+(`map` over the flat token stream), then numpy checks on the whole batch;
+decoding is one lookup-table index per batch. `enumerate_inputs` lists every
+BOS-prefixed input of a model's domain up to a length, or a seeded sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import random
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from tracr.transformer import spec as spec_lib
+
+Value = Any
+NO_VALUE = -1  # an output id that decodes as None (no output direction is active)
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """A batch of encoded sequences: ids padded with PAD, and each real length."""
+
+    ids: np.ndarray  # int32 [B, T]; PAD after each sequence's end
+    lengths: np.ndarray  # int64 [B], BOS included
+
+    @property
+    def mask(self) -> np.ndarray:
+        """bool [B, T]: True at real positions."""
+        return np.arange(self.ids.shape[1])[None, :] < self.lengths[:, None]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Codec:
+    """Token lists <-> padded id arrays for one model's vocabulary and output.
+
+    Args (fields):
+      tokens: the vocabulary in id order (BOS and PAD included).
+      bos_token, pad_token: the special tokens (both needed to run batches).
+      max_len: the longest input, BOS included.
+      output_values: the value of each categorical output id; None for a
+        numerical output (decoded as floats).
+    """
+
+    tokens: Tuple[Value, ...]
+    bos_token: Value
+    pad_token: Optional[Value]
+    max_len: int
+    output_values: Optional[Tuple[Value, ...]]
+
+    def __post_init__(self):
+        if self.bos_token is None:
+            raise ValueError("Codec needs a bos_token: compiled inputs start with BOS.")
+        for name in ("bos_token", "pad_token"):
+            token = getattr(self, name)
+            if token is not None and _typed(token) not in self._ids:
+                raise ValueError(f"{name}={token!r} is not in tokens {list(self.tokens)}.")
+        if self.max_len < 1:
+            raise ValueError(f"max_len must be >= 1 (BOS included), got {self.max_len}.")
+
+    @classmethod
+    def from_spec(cls, model_spec: spec_lib.ModelSpec) -> "Codec":
+        """The codec of a compiled model, read from its spec."""
+        out = model_spec.output
+        return cls(
+            tokens=tuple(model_spec.input.tokens),
+            bos_token=model_spec.input.bos_token,
+            pad_token=model_spec.input.pad_token,
+            max_len=model_spec.max_seq_len + 1,
+            output_values=tuple(out.values) if out.categorical else None,
+        )
+
+    @classmethod
+    def from_encoders(cls, input_encoder: Any, output_encoder: Any, max_len: int) -> "Codec":
+        """The codec of a model's `input_encoder`/`output_encoder` pair.
+
+        The input encoder is a `CategoricalEncoder`; an output encoder with a
+        `decoding_map` is categorical, any other (or None) numerical.
+        """
+        in_map = input_encoder.decoding_map
+        out_map = getattr(output_encoder, "decoding_map", None)
+        return cls(
+            tokens=tuple(in_map[i] for i in range(len(in_map))),
+            bos_token=input_encoder.bos_token,
+            pad_token=input_encoder.pad_token,
+            max_len=max_len,
+            output_values=None
+            if out_map is None
+            else tuple(out_map[i] for i in range(len(out_map))),
+        )
+
+    # -- lookup tables (built once per codec) --------------------------------
+
+    @functools.cached_property
+    def _ids(self) -> Dict[Tuple[bool, Value], int]:
+        """Typed key -> id: Python's True == 1 must not make True a token id of 1."""
+        return {_typed(t): i for i, t in enumerate(self.tokens)}
+
+    @functools.cached_property
+    def _plain_ids(self) -> Dict[Value, int]:
+        return {t: i for i, t in enumerate(self.tokens)}
+
+    @functools.cached_property
+    def _bool_sensitive(self) -> bool:
+        """True when a vocabulary token could match a bool/number of the other kind."""
+        return any(isinstance(t, bool) or (_is_number(t) and t in (0, 1)) for t in self.tokens)
+
+    @property
+    def bos_id(self) -> int:
+        return self._ids[_typed(self.bos_token)]
+
+    @property
+    def pad_id(self) -> Optional[int]:
+        return None if self.pad_token is None else self._ids[_typed(self.pad_token)]
+
+    @functools.cached_property
+    def _output_table(self) -> Optional[np.ndarray]:
+        """Object array: output id -> value; index -1 (NO_VALUE) is None, -2 the BOS token."""
+        if self.output_values is None:
+            return None
+        table = np.empty(len(self.output_values) + 2, dtype=object)
+        table[: len(self.output_values)] = self.output_values
+        table[-2], table[-1] = self.bos_token, None
+        return table
+
+    # -- encoding ----------------------------------------------------------
+
+    def encode(self, batch: Sequence[Sequence[Value]], pad_to: Optional[int] = None) -> Encoded:
+        """Token lists -> `Encoded` ids `[B, T]` (T the longest, or `pad_to`).
+
+        Raises:
+          TypeError: batch is not a list of token lists.
+          ValueError: a sequence is empty, does not start with BOS, holds BOS
+            or PAD after position 0, holds an unknown token, or is longer
+            than `max_len`; the message names the sequence and the position.
+        """
+        if isinstance(batch, (str, bytes)) or not hasattr(batch, "__len__"):
+            raise TypeError(
+                f"Expected a list of token lists, got {type(batch).__name__}: {batch!r}."
+            )
+        for i, s in enumerate(batch):
+            if not isinstance(s, (list, tuple)):
+                raise TypeError(
+                    f"{_where(i, None, len(batch))}: expected a list of tokens, got "
+                    f"{type(s).__name__}: {s!r}."
+                )
+        lengths = np.fromiter(map(len, batch), dtype=np.int64, count=len(batch))
+        width = int(lengths.max()) if len(batch) else 0
+        width = max(width, pad_to or 0)
+        flat = self._lookup(batch, int(lengths.sum()))
+        self._check(batch, flat, lengths)
+        pad = self.pad_id if self.pad_id is not None else self.bos_id
+        if pad_to is None and self.pad_id is None and np.any(lengths != width):
+            raise ValueError(
+                "Sequences of different lengths need a PAD token to run together; this model "
+                "has none. Run equal-length batches."
+            )
+        ids = np.full((len(batch), width), pad, dtype=np.int32)
+        ids[np.arange(width)[None, :] < lengths[:, None]] = flat
+        return Encoded(ids=ids, lengths=lengths)
+
+    def _lookup(self, batch: Sequence[Sequence[Value]], count: int) -> np.ndarray:
+        """Flat ids of every token in order; NO_VALUE for unknown tokens."""
+        typed = self._bool_sensitive and _mixes_bools(batch)
+        get = self._ids.get if typed else self._plain_ids.get
+
+        def stream():
+            tokens = itertools.chain.from_iterable(batch)
+            return map(_typed, tokens) if typed else tokens
+
+        try:  # dict.get(token, NO_VALUE) for every token, at C speed
+            return np.fromiter(map(get, stream(), itertools.repeat(NO_VALUE)), np.int64, count)
+        except TypeError:  # an unhashable token: unknown
+            return np.fromiter(map(_safe_get(get), stream()), np.int64, count)
+
+    def _check(self, batch, flat: np.ndarray, lengths: np.ndarray) -> None:
+        n = len(batch)
+        if n == 0:
+            return
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        for i in np.flatnonzero(lengths == 0)[:1]:
+            raise ValueError(
+                f"First input token must be BOS token. Should be '{self.bos_token}', but "
+                f"{_where(i, None, n)} is empty. Prepend {self.bos_token!r} to the input."
+            )
+        unknown = np.flatnonzero(flat == NO_VALUE)
+        if len(unknown):
+            seq = int(np.searchsorted(starts, unknown[0], side="right") - 1)
+            pos = int(unknown[0] - starts[seq])
+            bad = [t for t, j in zip(batch[seq], flat[starts[seq] :]) if j == NO_VALUE]
+            known = sorted((str(t) for t in self.tokens), key=str)
+            raise ValueError(
+                f"Inputs {set(bad)} not found in encoding. Unknown tokens {bad!r} "
+                f"({_where(seq, pos, n)}); the vocabulary is {known}."
+            )
+        not_bos = np.flatnonzero(flat[starts] != self.bos_id) if n else []
+        if len(not_bos):
+            i = int(not_bos[0])
+            raise ValueError(
+                f"First input token must be BOS token. Should be '{self.bos_token}', but was "
+                f"'{batch[i][0]}' ({_where(i, 0, n)}). Prepend {self.bos_token!r} to the input."
+            )
+        too_long = np.flatnonzero(lengths > self.max_len)
+        if len(too_long):
+            i = int(too_long[0])
+            raise ValueError(
+                f"{_where(i, None, n)} has {lengths[i]} tokens (BOS included) but the model was "
+                f"compiled for at most {self.max_len} (max_seq_len={self.max_len - 1} plus BOS); "
+                "shorten it or compile with a larger max_seq_len."
+            )
+        special = flat == self.bos_id
+        if self.pad_id is not None:
+            special |= flat == self.pad_id
+        special[starts] = False
+        if np.any(special):
+            k = int(np.flatnonzero(special)[0])
+            seq = int(np.searchsorted(starts, k, side="right") - 1)
+            pos = k - int(starts[seq])
+            name = "BOS" if flat[k] == self.bos_id else "PAD"
+            raise ValueError(
+                f"The {name} token {self.tokens[flat[k]]!r} is at {_where(seq, pos, n)}; "
+                f"{name} may only {'start an input' if name == 'BOS' else 'be added by padding'}. "
+                "Remove it from the input."
+            )
+
+    # -- decoding ----------------------------------------------------------
+
+    def decode(self, outputs: Any, lengths: np.ndarray) -> List[List[Value]]:
+        """Outputs `[B, T]` (ids, NO_VALUE for None; or floats) -> one list per
+        sequence, trimmed to its length, the BOS token first."""
+        outputs = np.asarray(outputs)
+        lengths = np.asarray(lengths)
+        if len(lengths) == 0:
+            return []
+        if self._output_table is not None:
+            ids = outputs.astype(np.int64)  # NO_VALUE = -1 indexes the table's None
+            ids[:, 0] = -2  # the BOS token
+            rows = self._output_table[ids].tolist()
+            bos = None
+        else:
+            rows = outputs.astype(np.float64).tolist()
+            bos = self.bos_token
+        width = outputs.shape[1]
+        if np.all(lengths == width):
+            out = rows
+        else:
+            out = [row[:n] for row, n in zip(rows, lengths.tolist())]
+        if bos is not None:
+            for row in out:
+                row[0] = bos
+        return out
+
+
+def run_batch(
+    codec: Codec,
+    forward: Callable[[np.ndarray], Any],
+    batch: Sequence[Sequence[Value]],
+    pad_to: Optional[int] = None,
+) -> List[List[Value]]:
+    """encode -> `forward(ids [B, T]) -> [B, T]` -> decode, for any forward function."""
+    encoded = codec.encode(batch, pad_to=pad_to)
+    if not len(batch):
+        return []
+    return codec.decode(np.asarray(forward(encoded.ids)), encoded.lengths)
+
+
+def categorical_ids(scores: Any, threshold: float = spec_lib.ACTIVE_THRESHOLD) -> Any:
+    """Output scores `[..., O]` -> ids `[...]`: the argmax, or NO_VALUE where no
+    score reaches `threshold` (works on numpy and jax arrays)."""
+    xp = np if isinstance(scores, np.ndarray) else _jnp()
+    if scores.shape[-1] == 0:
+        return xp.full(scores.shape[:-1], NO_VALUE, xp.int32)
+    best = xp.argmax(scores, axis=-1).astype(xp.int32)
+    active = xp.max(scores, axis=-1) >= threshold
+    return xp.where(active, best, NO_VALUE)
+
+
+# --------------------------------------------------------------------------
+# The input domain.
+
+
+def domain_tokens(model_spec: spec_lib.ModelSpec) -> Tuple[Value, ...]:
+    """The tokens a user may write after BOS (the vocabulary without BOS and PAD)."""
+    special = {_typed(t) for t in (model_spec.input.bos_token, model_spec.input.pad_token)}
+    return tuple(t for t in model_spec.input.tokens if _typed(t) not in special)
+
+
+def sequences(
+    tokens: Sequence[Value],
+    max_len: int,
+    *,
+    min_len: int = 1,
+    sample: Optional[int] = None,
+    seed: int = 0,
+) -> Iterator[Tuple[Value, ...]]:
+    """Every sequence of `tokens` with length in [min_len, max_len], shortest first
+    (in `tokens` order within a length), or `sample` seeded random ones
+    (length uniform in the range, then tokens uniform)."""
+    if min_len > max_len:
+        return iter(())
+    if sample is None:
+        return itertools.chain.from_iterable(
+            itertools.product(tokens, repeat=n) for n in range(min_len, max_len + 1)
+        )
+    if not tokens:
+        raise ValueError("sample needs at least one token to draw from; tokens is empty.")
+    rng = random.Random(seed)  # the stream tracr's equivalence checks have always drawn
+    table = list(tokens)
+    return (
+        tuple(rng.choice(table) for _ in range(rng.randint(min_len, max_len)))
+        for _ in range(sample)
+    )
+
+
+def enumerate_inputs(
+    model_spec: spec_lib.ModelSpec,
+    max_len: Optional[int] = None,
+    sample: Optional[int] = None,
+    seed: int = 0,
+    *,
+    min_len: int = 1,
+) -> List[List[Value]]:
+    """BOS-prefixed inputs of a compiled model's domain.
+
+    Args:
+      model_spec: the model (its vocabulary, BOS token and max_seq_len).
+      max_len: longest input, BOS not counted (default: the model's max_seq_len).
+      sample: None for every input up to `max_len`; else this many seeded
+        random inputs.
+      seed: the sample's seed.
+      min_len: shortest input, BOS not counted.
+
+    Raises:
+      ValueError: max_len is larger than the model's max_seq_len.
+    """
+    limit = model_spec.max_seq_len
+    max_len = limit if max_len is None else max_len
+    if max_len > limit:
+        raise ValueError(f"max_len={max_len} is larger than the model's max_seq_len={limit}.")
+    bos = model_spec.input.bos_token
+    found = sequences(domain_tokens(model_spec), max_len, min_len=min_len, sample=sample, seed=seed)
+    return [[bos, *x] for x in found]
+
+
+# --------------------------------------------------------------------------
+# Helpers.
+
+
+def _typed(token: Value) -> Tuple[bool, Value]:
+    return (isinstance(token, (bool, np.bool_)), token)
+
+
+def _is_number(v: Value) -> bool:
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+
+
+def _mixes_bools(batch: Sequence[Sequence[Value]]) -> bool:
+    """True when the batch holds bools or numbers (which Python's 1 == True confuses)."""
+    types = set(map(type, itertools.chain.from_iterable(batch)))
+    return any(t is bool or issubclass(t, (int, float, np.number, np.bool_)) for t in types)
+
+
+def _safe_get(get: Callable[..., int]) -> Callable[[Any], int]:
+    def lookup(token):
+        try:
+            return get(token, NO_VALUE)
+        except TypeError:
+            return NO_VALUE
+
+    return lookup
+
+
+def _where(seq: int, pos: Optional[int], n: int) -> str:
+    at = "" if pos is None else f"position {pos}"
+    if n == 1:
+        return at or "Input"
+    return f"sequence {seq}" + (f", {at}" if at else "") if at else f"Sequence {seq}"
+
+
+def _jnp():
+    import jax.numpy as jnp  # the codec itself needs no jax
+
+    return jnp
