@@ -2,8 +2,12 @@
 
 For every library program, on every input up to MAX_SEQ_LEN (padded into one
 batch, PAD masked), both torch models decode exactly as the JAX model and
-their residual streams after every sublayer match it within 1e-5.
+their residual streams after every sublayer match it within 1e-5. In
+bfloat16 they decode the RASP evaluator's values wherever the certificate
+(`certificate.certify(..., dtype=bfloat16)`) says bfloat16 is exact.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformer_lens")
 
-from tracr.compiler import compiling, equivalence  # noqa: E402
+from tracr.compiler import certificate, compiling, equivalence  # noqa: E402
 from tracr.compiler.library_cases import CASES_BY_NAME, LIBRARY_CASES  # noqa: E402
 from tracr.export import to_torch_module, to_transformer_lens_model  # noqa: E402
 
@@ -38,6 +42,7 @@ def _reference(model, inputs):
     return lens_ids, ids, decoded, residuals
 
 
+@functools.lru_cache(maxsize=None)
 def _compile(case):
     program = case.program(MAX_SEQ_LEN)
     return compiling.compile_rasp_to_model(
@@ -120,8 +125,34 @@ def test_a_patched_head_changes_the_output():
     assert not torch.allclose(clean, patched)
 
 
+@pytest.mark.parametrize(
+    "name", ["reverse", "sort_unique", "pair_balance", "count", "detect_pattern"]
+)
+def test_bfloat16_is_exact_where_the_certificate_says_so(name):
+    case = CASES_BY_NAME[name]
+    model = _compile(case)
+    program = case.program(MAX_SEQ_LEN)
+    cert = certificate.certify(model, program, dtype=jnp.bfloat16, intermediates=False)
+    assert cert.exhaustive and cert.exact, cert.summary()
+    inputs = list(equivalence.all_inputs(case.vocab, MAX_SEQ_LEN))
+    batch = [[model.input_encoder.bos_token, *x] for x in inputs]
+    evaluate = (
+        equivalence.causal_eval.evaluate if case.supports_causal else equivalence.rasp.evaluate
+    )
+    numerical = not model.spec.output.categorical
+    for decoded in (
+        to_torch_module(model, dtype=torch.bfloat16).decode_batch(batch),
+        to_transformer_lens_model(model, dtype=torch.bfloat16).decode_batch(batch),
+    ):
+        for x, row in zip(inputs, decoded):
+            for expected, value in zip(evaluate(program, list(x)), row[1:]):
+                if expected is not None:  # the positions the certificate checks
+                    assert equivalence._values_equal(expected, value, numerical), (x, row)
+
+
 def test_model_without_spec_is_refused():
-    model = _compile(CASES_BY_NAME["hist"])
+    case = CASES_BY_NAME["hist"]
+    model = compiling.compile_rasp_to_model(case.program(2), set(case.vocab), 2)
     model.spec = None
     with pytest.raises(ValueError, match="model.spec is None"):
         to_torch_module(model)
