@@ -223,12 +223,16 @@ def test_nan_in_json_is_refused(saved):
     _load_fails(saved, "not valid JSON.*NaN")
 
 
-def test_npz_corrupt_params_fail_the_checksum(legacy):
-    path = legacy / "params.npz"
+@pytest.mark.parametrize(
+    "fixture, name", [("saved", "model.safetensors"), ("legacy", "params.npz")]
+)
+def test_corrupt_weights_fail_the_checksum(request, fixture, name):
+    directory = request.getfixturevalue(fixture)
+    path = directory / name
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    _load_fails(legacy, "does not match the SHA-256")
+    _load_fails(directory, f"{name} does not match the SHA-256")
 
 
 def test_npz_truncated_params_are_refused(legacy):
@@ -402,14 +406,6 @@ def test_version_2_npz_model_loads_with_the_same_outputs(legacy, _template):
 
 # --------------------------------------------------------------------------
 # model.safetensors: hostile or corrupt weights.
-
-
-def test_corrupt_safetensors_fail_the_checksum(saved):
-    path = saved / "model.safetensors"
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    _load_fails(saved, "model.safetensors does not match the SHA-256")
 
 
 def test_truncated_safetensors_are_refused(saved):
