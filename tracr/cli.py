@@ -471,11 +471,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
             f"PROGRAM {args.program!r} must be lib:NAME or path/to/file.py:NAME, "
             "e.g. lib:make_sort_unique."
         )
+    output = pathlib.Path(args.output)
+    if (output / saving.CONFIG_FILE).exists() and not args.force:  # before compiling
+        raise UsageError(f"{output} already holds a saved model; pass --force to replace it.")
     model, program, description = _compile(args)
     print(f"compiled {description}: {_describe_model(model)}")
-    output = pathlib.Path(args.output)
-    if (output / saving.CONFIG_FILE).exists() and not args.force:
-        raise UsageError(f"{output} already holds a saved model; pass --force to replace it.")
     metadata = {
         "program": description,
         "vocab": args.vocab,
