@@ -8,6 +8,7 @@
     tracr show sort_model --input "3 1 5 2" -o pictures
     tracr export sort_model -o sort_tl
     tracr circuit sort_model --format acdc -o sort_acdc.json
+    tracr bundle sort_model -o sort_hub
     tracr compress sort_model
     tracr bench throughput
 
@@ -511,26 +512,32 @@ def cmd_compile(args: argparse.Namespace) -> int:
             f"PROGRAM {args.program!r} must be lib:NAME or path/to/file.py:NAME, "
             "e.g. lib:make_sort_unique."
         )
+    output = pathlib.Path(args.output)
+    if (output / saving.CONFIG_FILE).exists() and not args.force:  # before compiling
+        raise UsageError(f"{output} already holds a saved model; pass --force to replace it.")
     model, program, description = _compile(args)
     print(f"compiled {description}: {_describe_model(model)}")
-    if args.check:
-        _check_against_evaluator(model, program, args)
     metadata = {
         "program": description,
         "vocab": args.vocab,
         "max_seq_len": str(args.max_seq_len),
         "causal": str(bool(args.causal)),
     }
-    saving.save_model(model, args.output, metadata=metadata)
+    if args.check:
+        metadata["certificate"] = _check_against_evaluator(model, program, args)
+    saving.save_model(model, args.output, metadata=metadata, overwrite=args.force)
     print(f"saved to {args.output}")
     return 0
 
 
-def _check_against_evaluator(model: Any, program: Any, args: argparse.Namespace) -> None:
+def _check_against_evaluator(model: Any, program: Any, args: argparse.Namespace) -> str:
     """Compares the compiled model with the RASP evaluator before it is saved.
 
     Every input up to --max-seq-len when there are at most --check-inputs of
     them, else a seeded sample of 200 (half of them of full length).
+
+    Returns:
+      The certificate's summary (kept in the model's metadata, shown by `tracr bundle`).
 
     Raises:
       ModelMismatchError: the model decodes a different value somewhere.
@@ -555,6 +562,7 @@ def _check_against_evaluator(model: Any, program: Any, args: argparse.Namespace)
         cert.skipped_inputs
     )
     print(f"checked against the RASP evaluator on {which} inputs{skipped}: every output agrees")
+    return cert.summary()
 
 
 def _format_value(value: Any) -> Any:
@@ -680,6 +688,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from tracr.io import saving
+
+    if not os.path.isdir(args.model):
+        raise UsageError(f"MODEL_DIR {args.model!r} is not a directory written by `tracr compile`.")
+    model = saving.load_model(args.model)
+    metadata = saving.load_metadata(args.model)
+    saving.save_model(model, args.output, metadata=metadata, overwrite=args.force, hub=True)
+    print(f"wrote a Hub-ready folder for {metadata.get('program', args.model)} to {args.output}:")
+    print("  model.json, model.safetensors, config.json, vocab.json, README.md")
+    return 0
+
+
 def _import_optional(module: str, what: str):
     try:
         return importlib.import_module(module)
@@ -787,6 +808,7 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip comparing the model with the RASP evaluator before saving it",
     )
+    p.add_argument("--force", action="store_true", help="replace a model already saved in DIR")
     p.add_argument(
         "--check-inputs",
         type=int,
@@ -855,6 +877,19 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write")
     _add_program_options(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "bundle",
+        help="write a Hugging Face Hub-ready folder for a saved model",
+        description="Write MODEL_DIR as a Hub-ready folder: model.json, model.safetensors, "
+        "config.json (TransformerLens config), vocab.json and a README model card. "
+        "Upload it with huggingface_hub (HfApi().upload_folder).",
+        epilog="example: tracr bundle sort_model -o sort_hub",
+    )
+    p.add_argument("model", metavar="MODEL_DIR", help="a directory written by `tracr compile`")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="directory to write")
+    p.add_argument("--force", action="store_true", help="replace a model already saved in OUT")
+    p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser(
         "compress",

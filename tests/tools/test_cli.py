@@ -102,7 +102,7 @@ def test_demo_prints_model_and_evaluator_output():
 def test_compile_writes_a_loadable_model(sort_dir):
     doc = json.loads((sort_dir / "model.json").read_text())
     assert doc["metadata"]["program"] == "lib:make_sort_unique(vals=tokens, keys=tokens)"
-    assert (sort_dir / "params.npz").stat().st_size > 0
+    assert (sort_dir / "model.safetensors").stat().st_size > 0
 
 
 def test_run_saved_model_prints_decoded_output(sort_dir):
@@ -230,9 +230,9 @@ def test_saved_model_with_program_options_is_refused(capsys, sort_dir):
 
 
 def test_corrupt_saved_model_is_one_line(capsys, sort_dir, tmp_path):
-    for name in ("model.json", "params.npz"):
+    for name in ("model.json", "model.safetensors"):
         (tmp_path / name).write_bytes((sort_dir / name).read_bytes())
-    (tmp_path / "params.npz").write_bytes(b"not a zip")
+    (tmp_path / "model.safetensors").write_bytes(b"not safetensors")
     code, _, err = run_main(capsys, "run", str(tmp_path), "--input", "1")
     assert code == 2
     assert err.count("\n") == 1 and "does not match the SHA-256" in err

@@ -170,9 +170,17 @@ def test_causal_model_exports_causal_attention():
     assert to_transformer_lens(model).output_values is None
 
 
-def test_model_without_unembedding_is_refused():
+def test_model_without_spec_is_refused():
     case = CASES_BY_NAME["hist"]
     model = compiling.compile_rasp_to_model(case.program(3), set(case.vocab), 3)
-    model.unembed_matrix = None
-    with pytest.raises(ValueError, match="unembed_matrix is None"):
+    model.spec = None
+    with pytest.raises(ValueError, match="model.spec is None"):
         to_transformer_lens(model)
+
+
+def test_config_turns_on_the_hooks_circuit_tools_use():
+    case = CASES_BY_NAME["hist"]
+    model = compiling.compile_rasp_to_model(case.program(3), set(case.vocab), 3)
+    cfg = to_transformer_lens(model).config
+    assert cfg["use_attn_result"] and cfg["use_split_qkv_input"] and cfg["use_hook_mlp_in"]
+    assert cfg["act_fn"] == model.spec.activation

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import safetensors
+import safetensors.numpy
 
 from tracr.compiler import compiling, equivalence, lib
 from tracr.compiler.library_cases import LIBRARY_CASES
@@ -110,11 +112,11 @@ def test_metadata_is_kept(tmp_path):
         saving.save_model(model, tmp_path / "x", metadata={"n": 1})
 
 
-def test_files_are_plain_json_and_npz(tmp_path):
+def test_files_are_plain_json_and_safetensors(tmp_path):
     hist = lib.make_hist()
     model = compiling.compile_rasp_to_model(hist, {"a", "b"}, 2)
     saving.save_model(model, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "params.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
     doc = json.loads((tmp_path / "model.json").read_text())
     assert doc["format_version"] == saving.FORMAT_VERSION
     assert doc["config"]["activation_function"] == "relu"
@@ -127,9 +129,15 @@ def test_files_are_plain_json_and_npz(tmp_path):
     assert [model.residual_labels[i] for i in doc["unembedding"]] == [
         f"{hist.label}:{v}" for v in range(3)
     ]
-    with np.load(tmp_path / "params.npz", allow_pickle=False) as arrays:
-        assert arrays["token_embed/embeddings"].dtype == np.float32
-        assert arrays["token_embed/embeddings"].shape == (4, len(model.residual_labels))
+    arrays = safetensors.numpy.load_file(tmp_path / "model.safetensors")
+    assert arrays["token_embed/embeddings"].dtype == np.float32
+    assert arrays["token_embed/embeddings"].shape == (4, len(model.residual_labels))
+    with safetensors.safe_open(tmp_path / "model.safetensors", framework="np") as f:
+        assert f.metadata() == {
+            "format": "tracr-model",
+            "format_version": str(saving.FORMAT_VERSION),
+            "content_sha256": doc["content_hash"]["sha256"],
+        }
 
 
 # --------------------------------------------------------------------------
@@ -146,9 +154,26 @@ def _template(tmp_path_factory):
 
 @pytest.fixture
 def saved(_template, tmp_path):
-    for name in ("model.json", "params.npz"):
+    for name in ("model.json", "model.safetensors"):
         (tmp_path / name).write_bytes((_template / name).read_bytes())
     return tmp_path
+
+
+@pytest.fixture
+def legacy(saved):
+    """The same model as format version 2 wrote it: params.npz and no content hash."""
+    arrays = safetensors.numpy.load_file(saved / "model.safetensors")
+    (saved / "model.safetensors").unlink()
+    with open(saved / "params.npz", "wb") as f:
+        np.savez(f, **arrays)
+
+    def to_v2(doc):
+        doc.pop("content_hash")
+        doc.update(format_version=2)
+        doc["params"].update(file="params.npz", sha256=saving._sha256(saved / "params.npz"))
+
+    _edit_json(saved, to_v2)
+    return saved
 
 
 def _edit_json(directory: pathlib.Path, edit) -> None:
@@ -167,6 +192,18 @@ def _rewrite_npz(directory: pathlib.Path, edit, allow_pickle: bool = False) -> N
     edit(arrays)
     with open(path, "wb") as f:
         np.savez(f, **arrays)
+    _edit_json(directory, lambda d: d["params"].update(sha256=saving._sha256(path)))
+
+
+def _rewrite_safetensors(directory: pathlib.Path, edit, metadata=None) -> None:
+    """Rewrites model.safetensors with `edit(arrays)` (same metadata unless given) and
+    records its new checksum, as an attacker who controls both files would."""
+    path = directory / "model.safetensors"
+    with safetensors.safe_open(path, framework="np") as f:
+        old_metadata = f.metadata()
+    arrays = dict(safetensors.numpy.load_file(path))
+    edit(arrays)
+    safetensors.numpy.save_file(arrays, path, metadata=metadata or old_metadata)
     _edit_json(directory, lambda d: d["params"].update(sha256=saving._sha256(path)))
 
 
@@ -189,31 +226,35 @@ def test_nan_in_json_is_refused(saved):
     _load_fails(saved, "not valid JSON.*NaN")
 
 
-def test_corrupt_params_fail_the_checksum(saved):
-    path = saved / "params.npz"
+@pytest.mark.parametrize(
+    "fixture, name", [("saved", "model.safetensors"), ("legacy", "params.npz")]
+)
+def test_corrupt_weights_fail_the_checksum(request, fixture, name):
+    directory = request.getfixturevalue(fixture)
+    path = directory / name
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    _load_fails(saved, "does not match the SHA-256")
+    _load_fails(directory, f"{name} does not match the SHA-256")
 
 
-def test_truncated_params_are_refused(saved):
-    path = saved / "params.npz"
+def test_npz_truncated_params_are_refused(legacy):
+    path = legacy / "params.npz"
     path.write_bytes(path.read_bytes()[:-100])
-    _load_fails(saved, "does not match the SHA-256")
+    _load_fails(legacy, "does not match the SHA-256")
     # With a matching checksum (a hostile writer), the archive itself is refused.
-    _edit_json(saved, lambda d: d["params"].update(sha256=saving._sha256(path)))
-    _load_fails(saved, "not a valid .npz archive")
+    _edit_json(legacy, lambda d: d["params"].update(sha256=saving._sha256(path)))
+    _load_fails(legacy, "not a valid .npz archive")
 
 
-def test_wrong_shape_is_refused(saved):
+def test_npz_wrong_shape_is_refused(legacy):
     name = "transformer/layer_0/mlp/linear_1/w"
 
     def edit(arrays):
         arrays[name] = np.zeros((arrays[name].shape[0], arrays[name].shape[1] + 1), np.float32)
 
-    _rewrite_npz(saved, edit)
-    _load_fails(saved, "linear_1/w' has shape .* but the config implies")
+    _rewrite_npz(legacy, edit)
+    _load_fails(legacy, "linear_1/w' has shape .* but the config implies")
 
 
 def test_config_inconsistent_with_arrays_is_refused(saved):
@@ -236,14 +277,14 @@ def test_missing_key_is_refused(saved):
     _load_fails(saved, "missing keys \\['residual_labels'\\]")
 
 
-def test_unknown_array_is_refused(saved):
-    _rewrite_npz(saved, lambda a: a.update({"transformer/layer_9/attn/query/w": np.zeros(1)}))
-    _load_fails(saved, "unexpected arrays \\['transformer/layer_9/attn/query/w'\\]")
+def test_npz_unknown_array_is_refused(legacy):
+    _rewrite_npz(legacy, lambda a: a.update({"transformer/layer_9/attn/query/w": np.zeros(1)}))
+    _load_fails(legacy, "unexpected arrays \\['transformer/layer_9/attn/query/w'\\]")
 
 
-def test_missing_array_is_refused(saved):
-    _rewrite_npz(saved, lambda a: a.pop("pos_embed/embeddings"))
-    _load_fails(saved, "missing arrays \\['pos_embed/embeddings'\\]")
+def test_npz_missing_array_is_refused(legacy):
+    _rewrite_npz(legacy, lambda a: a.pop("pos_embed/embeddings"))
+    _load_fails(legacy, "missing arrays \\['pos_embed/embeddings'\\]")
 
 
 class _Hostile:
@@ -256,37 +297,37 @@ class _Hostile:
         return (pathlib.Path.touch, (self.marker,))
 
 
-def test_object_arrays_are_refused_without_unpickling(saved):
-    marker = saved / "pwned"
+def test_npz_object_arrays_are_refused_without_unpickling(legacy):
+    marker = legacy / "pwned"
     name = "transformer/layer_0/attn/query/b"
 
     def edit(arrays):
         arrays[name] = np.array([_Hostile(marker)] * arrays[name].shape[0], dtype=object)
 
-    _rewrite_npz(saved, edit, allow_pickle=True)
-    message = _load_fails(saved, "dtype object; only float32 or float64")
+    _rewrite_npz(legacy, edit, allow_pickle=True)
+    message = _load_fails(legacy, "dtype object; only float32 or float64")
     assert "pickle" in message
     assert not marker.exists()
 
 
-def test_non_float_arrays_are_refused(saved):
+def test_npz_non_float_arrays_are_refused(legacy):
     name = "pos_embed/embeddings"
-    _rewrite_npz(saved, lambda a: a.update({name: a[name].astype(np.int64)}))
-    _load_fails(saved, "dtype int64")
+    _rewrite_npz(legacy, lambda a: a.update({name: a[name].astype(np.int64)}))
+    _load_fails(legacy, "dtype int64")
 
 
-def test_non_finite_values_are_refused(saved):
+def test_npz_non_finite_values_are_refused(legacy):
     def edit(arrays):
         arrays["token_embed/embeddings"] = arrays["token_embed/embeddings"].copy()
         arrays["token_embed/embeddings"][0, 0] = np.inf
 
-    _rewrite_npz(saved, edit)
-    _load_fails(saved, "contains NaN or infinite values")
+    _rewrite_npz(legacy, edit)
+    _load_fails(legacy, "contains NaN or infinite values")
 
 
 def test_wrong_version_is_refused(saved):
     _edit_json(saved, lambda d: d.update(format_version=1))
-    _load_fails(saved, "format_version 1 is not supported; this tracr reads version 2")
+    _load_fails(saved, "format_version 1 is not supported; this tracr reads versions 2, 3")
 
 
 @pytest.mark.parametrize(
@@ -335,18 +376,156 @@ def test_schema_violations_are_refused(saved, edit, match):
 
 
 def test_missing_files_are_refused(saved, tmp_path_factory):
-    with pytest.raises(ValueError, match="is not a directory"):
+    with pytest.raises(FileNotFoundError, match="nope does not exist"):
         saving.load_model(saved / "nope")
-    (saved / "params.npz").unlink()
-    _load_fails(saved, "params.npz does not exist")
+    with pytest.raises(ValueError, match="is not a directory"):
+        saving.load_model(saved / "model.json")
+    (saved / "model.safetensors").unlink()
+    _load_fails(saved, "model.safetensors does not exist")
     empty = tmp_path_factory.mktemp("empty")
     _load_fails(empty, "model.json does not exist: not a saved tracr model")
 
 
-def test_duplicate_zip_members_are_refused(saved):
-    path = saved / "params.npz"
+def test_npz_duplicate_zip_members_are_refused(legacy):
+    path = legacy / "params.npz"
     with zipfile.ZipFile(path, "a") as archive:
         with pytest.warns(UserWarning, match="Duplicate name"):
             archive.writestr("pos_embed/embeddings.npy", b"junk")
+    _edit_json(legacy, lambda d: d["params"].update(sha256=saving._sha256(path)))
+    _load_fails(legacy, "lists an array more than once")
+
+
+# --------------------------------------------------------------------------
+# Format version 2 (params.npz) still loads.
+
+
+def test_version_2_npz_model_loads_with_the_same_outputs(legacy, _template):
+    original = saving.load_model(_template)
+    loaded = saving.load_model(legacy)
+    _assert_same_model(original, loaded)
+    inputs = list(equivalence.all_inputs({"x", "y"}, MAX_SEQ_LEN))
+    assert _outputs(loaded, inputs)[1] == _outputs(original, inputs)[1]
+
+
+# --------------------------------------------------------------------------
+# model.safetensors: hostile or corrupt weights.
+
+
+def test_truncated_safetensors_are_refused(saved):
+    path = saved / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
     _edit_json(saved, lambda d: d["params"].update(sha256=saving._sha256(path)))
-    _load_fails(saved, "lists an array more than once")
+    _load_fails(saved, "not a valid safetensors file")
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (
+            lambda a: a.update({"transformer/layer_0/mlp/linear_1/w": np.zeros((2, 2), "f4")}),
+            "linear_1/w' has shape \\(2, 2\\), but the config implies",
+        ),
+        (
+            lambda a: a.update({"pos_embed/embeddings": a["pos_embed/embeddings"].astype("i4")}),
+            "pos_embed/embeddings' has dtype I32; only F32 or F64",
+        ),
+        (
+            lambda a: a["token_embed/embeddings"].__setitem__((0, 0), np.nan),
+            "contains NaN or infinite values",
+        ),
+        (
+            lambda a: a.update({"transformer/layer_9/attn/query/w": np.zeros(1, "f4")}),
+            "unexpected arrays \\['transformer/layer_9/attn/query/w'\\]",
+        ),
+        (lambda a: a.pop("pos_embed/embeddings"), "missing arrays \\['pos_embed/embeddings'\\]"),
+    ],
+)
+def test_bad_safetensors_arrays_are_refused(saved, edit, match):
+    _rewrite_safetensors(saved, edit)
+    _load_fails(saved, match)
+
+
+def test_weights_from_another_save_are_refused(saved):
+    metadata = {"format": "tracr-model", "format_version": "3", "content_sha256": "0" * 64}
+    _rewrite_safetensors(saved, lambda a: None, metadata=metadata)
+    _load_fails(saved, "metadata content_sha256 do not match model.json")
+
+
+# --------------------------------------------------------------------------
+# The content hash: any edit after saving is named.
+
+
+def test_an_edited_array_is_named(saved):
+    name = "transformer/layer_0/attn/query/w"
+    _rewrite_safetensors(saved, lambda a: a[name].__setitem__((0, 0), a[name][0, 0] + 1.0))
+    message = _load_fails(saved, f"array {name} changed since the model was saved")
+    assert "content hash" in message
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (
+            lambda d: next(x for x in d["spec"]["layers"] if x["heads"])["heads"][0].update(
+                label="edited"
+            ),
+            "spec.layers",
+        ),
+        (lambda d: d["metadata"].update(program="another"), "metadata.program"),
+        (lambda d: d["spec"]["output"].update(label="edited"), "spec.output"),
+    ],
+)
+def test_an_edited_field_is_named(saved, edit, named):
+    _edit_json(saved, edit)
+    _load_fails(saved, f"{named} changed since the model was saved")
+
+
+def test_an_edited_content_hash_is_refused(saved):
+    _edit_json(saved, lambda d: d["content_hash"].update(sha256="0" * 64))
+    # The weights' metadata records the hash too, so they no longer belong to model.json.
+    _load_fails(saved, "metadata content_sha256 do not match")
+
+
+# --------------------------------------------------------------------------
+# Saving onto an existing model, and Hub folders.
+
+
+def test_saving_onto_a_saved_model_needs_overwrite(legacy):
+    model = saving.load_model(legacy)
+    with pytest.raises(FileExistsError, match="already holds a saved model; pass overwrite=True"):
+        saving.save_model(model, legacy)
+    saving.save_model(model, legacy, overwrite=True)
+    # The version-2 weights are replaced by model.safetensors.
+    assert sorted(p.name for p in legacy.iterdir()) == ["model.json", "model.safetensors"]
+    assert json.loads((legacy / "model.json").read_text())["format_version"] == 3
+    _assert_same_model(model, saving.load_model(legacy))
+
+
+def test_hub_folder_loads_back_and_describes_the_model(tmp_path):
+    program = lib.make_reverse(rasp.tokens)
+    model = compiling.compile_rasp_to_model(program, {"a", "b"}, 3)
+    meta = {"program": "lib:make_reverse(tokens)", "certificate": "certificate: exact"}
+    saving.save_model(model, tmp_path, metadata=meta, hub=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.json",
+        "model.safetensors",
+        "vocab.json",
+    ]
+    loaded = saving.load_model(tmp_path)
+    _assert_same_model(model, loaded)
+    config = json.loads((tmp_path / "config.json").read_text())
+    spec = model.spec
+    assert config["d_model"] == spec.d_model and config["n_heads"] == spec.num_heads
+    assert config["d_vocab"] == len(spec.input.tokens) and config["d_vocab_out"] == 2
+    assert config["normalization_type"] is None and config["act_fn"] == spec.activation
+    assert config["use_attn_result"] and config["use_split_qkv_input"]
+    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    tokens = [saving.decode_value(t, "t") for t in vocab["tokens"]]
+    assert tokens == list(spec.input.tokens)
+    assert tokens[vocab["bos_token_id"]] == spec.input.bos_token
+    assert vocab["output"]["label"] == program.label
+    card = (tmp_path / "README.md").read_text()
+    assert "lib:make_reverse(tokens)" in card and "max_seq_len: 3" in card
+    assert f"layers: {spec.num_layers}" in card and "certificate: exact" in card

@@ -10,11 +10,8 @@ TransformerLens::
     exported.state_dict["blocks.0.attn.W_Q"].shape   # (n_heads, d_model, d_head)
     exported.config["d_model"]
 
-    # With TransformerLens installed:
-    # cfg = HookedTransformerConfig(**exported.config)
-    # tl_model = HookedTransformer(cfg)
-    # tl_model.load_state_dict({k: torch.tensor(v) for k, v in
-    #                           exported.state_dict.items()}, strict=False)
+    # With the `torch` extra, a live TransformerLens model in one call:
+    # from tracr.export import to_transformer_lens_model
 
 Names (L layers, H heads, D = d_model, K = d_head, M = d_mlp, V = d_vocab,
 O = d_vocab_out, N = n_ctx):
@@ -29,8 +26,10 @@ Conventions that make the two models agree:
 - Scaling: both divide attention scores by sqrt(d_head) (TransformerLens'
   `use_attn_scale=True`, `attn_scale = sqrt(d_head)`); the compiler already
   folds the inverse into W_Q, so no weight is rescaled here.
-- No layer norm (`normalization_type=None`), ReLU MLPs, learned absolute
-  positions (`positional_embedding_type="standard"`); position 0 holds BOS.
+- No layer norm (`normalization_type=None`), the spec's activation (ReLU),
+  `use_attn_result`, `use_split_qkv_input` and `use_hook_mlp_in` on (as ACDC
+  and InterpBench set them), learned absolute positions
+  (`positional_embedding_type="standard"`); position 0 holds BOS.
 - Masking: a non-causal model exports `attention_dir="bidirectional"`. Our
   model also hides PAD keys from attention: pass TransformerLens an
   `attention_mask` of `tokens != pad_token_id` when a batch is padded.
@@ -46,7 +45,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from tracr.transformer import assembled, encoder
+from tracr.export import tokens as tokens_lib
+from tracr.transformer import assembled
 from tracr.transformer import spec as spec_lib
 
 
@@ -83,44 +83,60 @@ def _array(params: Dict[str, Dict[str, Any]], module: str, name: str) -> np.ndar
         ) from None
 
 
+# Hooks that ACDC and InterpBench turn on: per-head results, per-head q/k/v inputs
+# and the MLP input.
+HOOK_FLAGS = ("use_attn_result", "use_split_qkv_input", "use_hook_mlp_in")
+
+
+def transformer_lens_config(model_spec: spec_lib.ModelSpec) -> Dict[str, Any]:
+    """`HookedTransformerConfig` / `TransformerBridgeConfig` arguments for a spec."""
+    if model_spec.layer_norm:
+        raise ValueError(
+            "model.spec.layer_norm is True; compiled models have no layer norm and the "
+            "export writes none. Export a model from compiling.compile_rasp_to_model."
+        )
+    return {
+        "n_layers": int(assembled.config_from_spec(model_spec).num_layers),
+        "d_model": int(model_spec.d_model),
+        "d_head": int(model_spec.key_size),
+        "n_heads": int(model_spec.num_heads),
+        "d_mlp": int(model_spec.mlp_hidden_size),
+        "d_vocab": int(model_spec.input.vocab_size),
+        "d_vocab_out": int(model_spec.output.width),
+        "n_ctx": int(model_spec.max_seq_len + 1),
+        "act_fn": model_spec.activation,
+        "normalization_type": None,
+        "attention_dir": "causal" if model_spec.causal else "bidirectional",
+        "attn_only": False,
+        "positional_embedding_type": "standard",
+        "use_attn_scale": True,
+        "attn_scale": math.sqrt(model_spec.key_size),
+        "default_prepend_bos": False,
+        **{flag: True for flag in HOOK_FLAGS},
+    }
+
+
 def to_transformer_lens(model: assembled.AssembledTransformerModel) -> TransformerLensExport:
     """Converts a compiled model's weights to TransformerLens' layout.
 
     Args:
-      model: a compiled (or loaded) model with a categorical input encoder
-        and an `unembed_matrix`.
+      model: a compiled (or loaded) model; its `spec` says how it is laid out.
 
     Returns:
       The state dict, the config and the decoding information.
 
     Raises:
-      ValueError: the model has layer norm, no unembedding or no input encoder.
+      ValueError: the model has no spec, or has layer norm.
     """
-    config = model.model_config
-    if config.layer_norm:
-        raise ValueError(
-            "model_config.layer_norm is True; compiled models have no layer norm and the "
-            "export writes none. Export a model from compiling.compile_rasp_to_model."
-        )
-    if model.unembed_matrix is None:
-        raise ValueError(
-            "model.unembed_matrix is None; export a model built by compile_rasp_to_model or "
-            "tracr.io.load_model, which record the unembedding."
-        )
-    in_enc = model.input_encoder
-    if not isinstance(in_enc, encoder.CategoricalEncoder):
-        raise ValueError(
-            f"model.input_encoder must be a CategoricalEncoder, got {type(in_enc).__name__}."
-        )
+    model_spec = tokens_lib.require_spec(model)
+    config = transformer_lens_config(model_spec)
     params = model.params
-    h, k = config.num_heads, config.key_size
-    w_e = _array(params, "token_embed", "embeddings")
-    w_pos = _array(params, "pos_embed", "embeddings")
-    d_model = w_e.shape[1]
-    w_u = np.asarray(model.unembed_matrix, dtype=np.float32)
-
-    state: Dict[str, np.ndarray] = {"embed.W_E": w_e, "pos_embed.W_pos": w_pos}
-    for layer in range(config.num_layers):
+    h, k, d_model = model_spec.num_heads, model_spec.key_size, model_spec.d_model
+    state: Dict[str, np.ndarray] = {
+        "embed.W_E": _array(params, spec_lib.TOKEN_EMBED, "embeddings"),
+        "pos_embed.W_pos": _array(params, spec_lib.POS_EMBED, "embeddings"),
+    }
+    for layer in range(config["n_layers"]):
         block = f"blocks.{layer}"
         for ours, theirs in (("query", "Q"), ("key", "K"), ("value", "V")):
             module = spec_lib.param_name(layer, "attn", ours)
@@ -136,37 +152,15 @@ def to_transformer_lens(model: assembled.AssembledTransformerModel) -> Transform
         module = spec_lib.param_name(layer, "mlp", "linear_2")
         state[f"{block}.mlp.W_out"] = _array(params, module, "w")
         state[f"{block}.mlp.b_out"] = _array(params, module, "b")
-    state["unembed.W_U"] = w_u
-    state["unembed.b_U"] = np.zeros(w_u.shape[1], dtype=np.float32)
-
-    tl_config = {
-        "n_layers": int(config.num_layers),
-        "d_model": int(d_model),
-        "d_head": int(k),
-        "n_heads": int(h),
-        "d_mlp": int(config.mlp_hidden_size),
-        "d_vocab": int(w_e.shape[0]),
-        "d_vocab_out": int(w_u.shape[1]),
-        "n_ctx": int(w_pos.shape[0]),
-        "act_fn": "relu",
-        "normalization_type": None,
-        "attention_dir": "causal" if config.causal else "bidirectional",
-        "attn_only": False,
-        "positional_embedding_type": "standard",
-        "use_attn_scale": True,
-        "attn_scale": math.sqrt(k),
-        "default_prepend_bos": False,
-    }
-    out_enc = model.output_encoder
-    output_values = None
-    if isinstance(out_enc, encoder.CategoricalEncoder):
-        output_values = tuple(out_enc.decoding_map[i] for i in range(out_enc.vocab_size))
+    state["unembed.W_U"] = assembled.unembed_matrix_from_spec(model_spec)
+    state["unembed.b_U"] = np.zeros(model_spec.output.width, dtype=np.float32)
+    inp, out = model_spec.input, model_spec.output
     return TransformerLensExport(
         state_dict=state,
-        config=tl_config,
-        tokens=tuple(in_enc.decoding_map[i] for i in range(in_enc.vocab_size)),
-        bos_token_id=in_enc.bos_encoding,
-        pad_token_id=in_enc.pad_encoding,
-        output_values=output_values,
-        residual_labels=tuple(model.residual_labels),
+        config=config,
+        tokens=tuple(inp.tokens),
+        bos_token_id=inp.bos_id,
+        pad_token_id=inp.pad_id,
+        output_values=tuple(out.values) if out.categorical else None,
+        residual_labels=tuple(model_spec.residual_labels),
     )

@@ -1,13 +1,15 @@
-"""Saving and loading compiled models (no pickle; see `saving`).
+"""Saving and loading compiled models (no pickle; see `saving`), and Hub folders (`bundle`).
 
 from tracr.io import save_model, load_model
-save_model(model, "my_model")       # my_model/model.json + params.npz
-model = load_model("my_model")      # same outputs as the original
+save_model(model, "my_model")            # my_model/model.json + model.safetensors
+save_model(model, "my_hub", hub=True)    # + config.json, vocab.json, README.md
+model = load_model("my_model")           # same outputs as the original
 """
 
 from tracr.io.saving import (
     CONFIG_FILE,
     FORMAT_VERSION,
+    NPZ_PARAMS_FILE,
     PARAMS_FILE,
     expected_param_shapes,
     load_metadata,
@@ -18,6 +20,7 @@ from tracr.io.saving import (
 __all__ = [
     "CONFIG_FILE",
     "FORMAT_VERSION",
+    "NPZ_PARAMS_FILE",
     "PARAMS_FILE",
     "expected_param_shapes",
     "load_metadata",

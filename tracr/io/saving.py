@@ -2,12 +2,21 @@
 
 A saved model is a directory with two files::
 
-    model.json    format version, model config, vocabulary (types kept),
-                  BOS/PAD tokens, output encoding, residual labels,
-                  unembedding, and the SHA-256 of params.npz
-    params.npz    the parameters, one float32 array per Haiku parameter,
-                  named `<module path>/<parameter>` (e.g.
-                  `transformer/layer_0/attn/query/w`)
+    model.json         format version, model config, vocabulary (types kept),
+                       BOS/PAD tokens, output encoding, residual labels,
+                       unembedding, the model's spec, the SHA-256 of the
+                       weights file and a content hash (below)
+    model.safetensors  the parameters (written with the `safetensors`
+                       package), one float32 tensor per Haiku parameter,
+                       named `<module path>/<parameter>` (e.g.
+                       `transformer/layer_0/attn/query/w`); its metadata holds
+                       the format, the format version and the content hash
+
+The content hash covers the canonical JSON of every field of model.json (each
+second-level field hashed on its own) together with every array: a model
+edited after saving, in the JSON or the weights, is refused with one line
+naming the fields or arrays that changed. Models saved by format version 2
+(`params.npz`, no content hash) still load.
 
 Example::
 
@@ -17,14 +26,16 @@ Example::
 
     model = compiling.compile_rasp_to_model(
         lib.make_reverse(rasp.tokens), vocab={"a", "b"}, max_seq_len=4)
-    save_model(model, "reverse_model")
+    save_model(model, "reverse_model")                  # overwrite=True to replace
     again = load_model("reverse_model")
     again.apply(["compiler_bos", "a", "b"]).decoded   # ['compiler_bos', 'b', 'a']
 
-Loading never executes code from the files: the JSON is parsed with the
-standard library (NaN and Infinity refused), the arrays are read member by
-member from the zip with `allow_pickle=False` after their headers (dtype and
-shape) have been checked against the config, and every field is validated
+Loading never executes code from the files and never unpickles: the JSON is
+parsed with the standard library (NaN and Infinity refused); safetensors
+headers are parsed by the `safetensors` package and every tensor's dtype and
+shape are checked against the config before it is read; version-2 `.npz`
+arrays are read member by member from the zip after their headers have been
+checked, and every field is validated
 before a model is built. Anything unexpected (unknown keys, a wrong version,
 shapes or names that do not match, non-finite values, object arrays, a
 checksum mismatch from a corrupt or truncated file) raises `ValueError`
@@ -48,14 +59,19 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import jax
 import numpy as np
+import safetensors
+import safetensors.numpy
 
 from tracr.transformer import assembled, encoder
 from tracr.transformer import spec as spec_lib
 
 FORMAT_NAME = "tracr-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 CONFIG_FILE = "model.json"
-PARAMS_FILE = "params.npz"
+PARAMS_FILE = "model.safetensors"
+NPZ_PARAMS_FILE = "params.npz"  # format version 2
+_PARAMS_FILES = {2: NPZ_PARAMS_FILE, 3: PARAMS_FILE}
 
 # model.json larger than this is refused before parsing (a real one is a few KiB
 # plus the labels: about 30 bytes per residual dimension).
@@ -80,6 +96,7 @@ _TOP_KEYS = {
     "params",
     "metadata",
     "spec",
+    "content_hash",
 }
 _CONFIG_KEYS = {
     "num_heads": int,
@@ -335,31 +352,112 @@ def _write_atomically(path: pathlib.Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+# --------------------------------------------------------------------------
+# The content hash: canonical JSON of each field, and each array.
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def _digest(*chunks: bytes) -> str:
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(len(chunk).to_bytes(8, "little"))
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def content_parts(doc: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Dict[str, str]:
+    """A hash per field of model.json (`spec.layers`, `config.causal`, ...) and per array.
+
+    `params.sha256` (the weights file's checksum, which covers the hash itself)
+    and `content_hash` are left out.
+    """
+    parts: Dict[str, str] = {}
+    for key, value in doc.items():
+        if key == "content_hash":
+            continue
+        if isinstance(value, dict) and value:
+            for sub, inner in value.items():
+                if (key, sub) != ("params", "sha256"):
+                    parts[f"{key}.{sub}"] = _digest(_canonical(inner))
+        else:
+            parts[key] = _digest(_canonical(value))
+    for name, array in arrays.items():
+        a = np.ascontiguousarray(array, dtype="<f4")
+        parts[f"array {name}"] = _digest(_canonical(list(a.shape)), a.tobytes())
+    return parts
+
+
+def _total(parts: Mapping[str, str]) -> str:
+    return _digest(_canonical(dict(parts)))
+
+
+def _check_content_hash(
+    doc: Mapping[str, Any], arrays: Mapping[str, np.ndarray], where: str
+) -> None:
+    """Refuses a model whose fields or arrays differ from what was hashed at saving."""
+    recorded = doc.get("content_hash")
+    if (
+        not isinstance(recorded, dict)
+        or set(recorded) != {"sha256", "parts"}
+        or not isinstance(recorded["parts"], dict)
+        or not all(isinstance(v, str) for v in recorded["parts"].values())
+    ):
+        raise ValueError(f"{where}: content_hash must be {{'sha256': ..., 'parts': {{...}}}}.")
+    parts = content_parts(doc, arrays)
+    if _total(parts) == recorded["sha256"] and parts == recorded["parts"]:
+        return
+    changed = sorted(
+        k for k in set(parts) | set(recorded["parts"]) if parts.get(k) != recorded["parts"].get(k)
+    )
+    if not changed:
+        changed = ["content_hash.sha256"]
+    shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+    raise ValueError(
+        f"{where}: {shown} changed since the model was saved (the content hash does not "
+        "match: edited or corrupt); save the model again."
+    )
+
+
 def save_model(
     compiled: assembled.AssembledTransformerModel,
     directory: PathLike,
     *,
     metadata: Optional[Mapping[str, str]] = None,
+    overwrite: bool = False,
+    hub: bool = False,
 ) -> pathlib.Path:
     """Writes a compiled model to `directory` (created if needed).
-
-    Existing model.json and params.npz in the directory are replaced.
 
     Args:
       compiled: a model from `compiling.compile_rasp_to_model` (or one rebuilt
         by `load_model`).
-      directory: where to write model.json and params.npz.
+      directory: where to write model.json and model.safetensors.
       metadata: optional free-form strings stored with the model (the CLI
-        records the program and vocabulary here).
+        records the program, vocabulary and certificate here).
+      overwrite: replace a model already saved in `directory` (CLI: --force).
+      hub: also write a Hugging Face Hub-ready folder: config.json
+        (TransformerLens config), vocab.json and a README model card (see
+        `tracr.io.bundle`).
 
     Returns:
       The directory, as a path.
 
     Raises:
+      FileExistsError: `directory` already holds a saved model and overwrite is False.
       ValueError: the model cannot be described by the format (no encoders,
         an activation other than relu, layer norm, unsupported token types).
     """
     directory = pathlib.Path(directory)
+    if (directory / CONFIG_FILE).exists() and not overwrite:
+        raise FileExistsError(
+            f"{directory} already holds a saved model; pass overwrite=True (tracr: --force) "
+            "to replace it, or choose another directory."
+        )
     flat = _flatten_params(compiled.params)
     in_enc = compiled.input_encoder
     vocab_size = in_enc.vocab_size if isinstance(in_enc, encoder.CategoricalEncoder) else -1
@@ -380,14 +478,30 @@ def save_model(
         if flat[name].shape != shape:
             raise ValueError(f"model.params[{name!r}] has shape {flat[name].shape}, want {shape}.")
 
+    parts = content_parts(config_json, flat)
+    total = _total(parts)
     directory.mkdir(parents=True, exist_ok=True)
     params_path = directory / PARAMS_FILE
-    with open(params_path.with_name(PARAMS_FILE + ".tmp"), "wb") as f:
-        np.savez(f, **flat)
-    os.replace(params_path.with_name(PARAMS_FILE + ".tmp"), params_path)
+    tmp = params_path.with_name(PARAMS_FILE + ".tmp")
+    safetensors.numpy.save_file(
+        {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in flat.items()},
+        str(tmp),
+        metadata={
+            "format": FORMAT_NAME,
+            "format_version": str(FORMAT_VERSION),
+            "content_sha256": total,
+        },
+    )
+    os.replace(tmp, params_path)
+    (directory / NPZ_PARAMS_FILE).unlink(missing_ok=True)  # an older save's weights
     config_json["params"]["sha256"] = _sha256(params_path)
+    config_json["content_hash"] = {"sha256": total, "parts": parts}
     text = json.dumps(config_json, indent=1, allow_nan=False, ensure_ascii=True) + "\n"
     _write_atomically(directory / CONFIG_FILE, text.encode("ascii"))
+    if hub:
+        from tracr.io import bundle
+
+        bundle.write_hub_files(compiled, directory, metadata=dict(metadata or {}))
     return directory
 
 
@@ -437,12 +551,14 @@ def _validate_config(doc: Dict[str, Any], where: str) -> Dict[str, Any]:
     if doc.get("format") != FORMAT_NAME:
         raise ValueError(f"{where}: 'format' is {doc.get('format')!r}, expected {FORMAT_NAME!r}.")
     version = doc.get("format_version")
-    if version != FORMAT_VERSION or isinstance(version, bool):
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise ValueError(
-            f"{where}: format_version {version!r} is not supported; this tracr reads version "
-            f"{FORMAT_VERSION}. Re-save the model with this version of tracr."
+            f"{where}: format_version {version!r} is not supported; this tracr reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}. Re-save the model with this version "
+            "of tracr."
         )
-    _check_keys(doc, _TOP_KEYS, where, optional=frozenset({"metadata"}))
+    optional = {"metadata"} | ({"content_hash"} if version == 2 else set())
+    _check_keys(doc, _TOP_KEYS, where, optional=frozenset(optional))
     config = doc["config"]
     _check_keys(config, set(_CONFIG_KEYS), f"{where} 'config'")
     for key, kind in _CONFIG_KEYS.items():
@@ -505,6 +621,59 @@ def _read_params(path: pathlib.Path, expected: Dict[str, Tuple[int, ...]]) -> Di
     return arrays
 
 
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F64": np.float64}
+
+
+def _read_safetensors(
+    path: pathlib.Path, expected: Dict[str, Tuple[int, ...]], content_hash: Any
+) -> Dict[str, np.ndarray]:
+    """Reads every expected tensor, checking names, dtypes, shapes and metadata first."""
+    try:
+        with safetensors.safe_open(str(path), framework="np") as f:
+            metadata = f.metadata() or {}
+            names = list(f.keys())
+            unknown = sorted(set(names) - set(expected))
+            missing = sorted(set(expected) - set(names))
+            if unknown or missing:
+                raise ValueError(
+                    f"{path} does not match model.json's config: unexpected arrays "
+                    f"{unknown[:8]}, missing arrays {missing[:8]}."
+                )
+            want = {
+                "format": FORMAT_NAME,
+                "format_version": str(FORMAT_VERSION),
+                "content_sha256": content_hash.get("sha256")
+                if isinstance(content_hash, dict)
+                else None,
+            }
+            wrong = sorted(k for k, v in want.items() if metadata.get(k) != v)
+            if wrong:
+                raise ValueError(
+                    f"{path}: metadata {', '.join(wrong)} do not match {CONFIG_FILE} (weights "
+                    "from another save?); save the model again."
+                )
+            arrays = {}
+            for name in names:
+                where = f"{path}: array {name!r}"
+                piece = f.get_slice(name)
+                dtype, shape = piece.get_dtype(), tuple(piece.get_shape())
+                if dtype not in _SAFETENSORS_DTYPES:
+                    raise ValueError(f"{where} has dtype {dtype}; only F32 or F64 are accepted.")
+                if shape != expected[name]:
+                    raise ValueError(
+                        f"{where} has shape {shape}, but the config implies {expected[name]}."
+                    )
+                array = f.get_tensor(name)
+                if not np.all(np.isfinite(array)):
+                    raise ValueError(f"{where} contains NaN or infinite values.")
+                arrays[name] = np.ascontiguousarray(array, dtype=np.float32)
+    except safetensors.SafetensorError as e:
+        raise ValueError(
+            f"{path} is not a valid safetensors file (corrupt or truncated?): {e}"
+        ) from None
+    return arrays
+
+
 def _read_npy(f, name: str, shape: Tuple[int, ...], path: pathlib.Path) -> np.ndarray:
     fmt = np.lib.format
     where = f"{path}: array {name!r}"
@@ -543,18 +712,23 @@ def load_model(directory: PathLike) -> assembled.AssembledTransformerModel:
     """Rebuilds a model saved by `save_model`; it gives the same outputs.
 
     Args:
-      directory: a directory holding model.json and params.npz.
+      directory: a directory holding model.json and model.safetensors (or, as
+        saved by format version 2, params.npz).
 
     Returns:
       An `AssembledTransformerModel` with `apply`, `forward`, params, config,
       residual labels and encoders.
 
     Raises:
+      FileNotFoundError: `directory` does not exist.
       ValueError: a file is missing, corrupt, truncated, of another format
         version, or does not match the schema (unknown or missing keys, wrong
-        array names, shapes or dtypes, non-finite values, checksum mismatch).
+        array names, shapes or dtypes, non-finite values, checksum mismatch), or
+        was edited after saving (content hash).
     """
     directory = pathlib.Path(directory)
+    if not directory.exists():
+        raise FileNotFoundError(f"{directory} does not exist; give the directory save_model wrote.")
     if not directory.is_dir():
         raise ValueError(f"{directory} is not a directory; give the directory save_model wrote.")
     json_path = directory / CONFIG_FILE
@@ -611,9 +785,12 @@ def load_model(directory: PathLike) -> assembled.AssembledTransformerModel:
         )
     params_info = doc["params"]
     _check_keys(params_info, _PARAMS_KEYS, f"{where} 'params'")
-    if params_info["file"] != PARAMS_FILE:
+    version = doc["format_version"]
+    params_file = _PARAMS_FILES[version]
+    if params_info["file"] != params_file:
         raise ValueError(
-            f"{where}: params.file must be {PARAMS_FILE!r}, got {params_info['file']!r}."
+            f"{where}: params.file must be {params_file!r} in format version {version}, got "
+            f"{params_info['file']!r}."
         )
     metadata = doc.get("metadata", {})
     if not isinstance(metadata, dict) or not all(
@@ -621,7 +798,7 @@ def load_model(directory: PathLike) -> assembled.AssembledTransformerModel:
     ):
         raise ValueError(f"{where}: metadata must map strings to strings.")
 
-    params_path = directory / PARAMS_FILE
+    params_path = directory / params_file
     if not params_path.is_file():
         raise ValueError(f"{params_path} does not exist: the saved model is incomplete.")
     digest = _sha256(params_path)
@@ -630,7 +807,11 @@ def load_model(directory: PathLike) -> assembled.AssembledTransformerModel:
             f"{params_path} does not match the SHA-256 recorded in {CONFIG_FILE} "
             "(corrupt, truncated or modified); save the model again."
         )
-    flat = _read_params(params_path, expected_param_shapes(config, len(tokens)))
+    expected = expected_param_shapes(config, len(tokens))
+    if version == 2:
+        flat = _read_params(params_path, expected)
+    else:
+        flat = _read_safetensors(params_path, expected, doc.get("content_hash"))
 
     model_spec = _read_spec(doc, where)
     _check_spec_agrees(
@@ -645,6 +826,8 @@ def load_model(directory: PathLike) -> assembled.AssembledTransformerModel:
         labels=labels,
         unembedding=unembedding,
     )
+    if version >= 3:
+        _check_content_hash(doc, flat, where)
     return assembled.build_assembled_model(_unflatten_params(flat), model_spec)
 
 

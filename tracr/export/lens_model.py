@@ -1,0 +1,130 @@
+"""A live TransformerLens model of a compiled program, in one call.
+
+    from tracr.export import to_transformer_lens_model
+    lens = to_transformer_lens_model(model)
+    lens.decode(["compiler_bos", 3, 1, 2])          # as model.apply(...).decoded
+    logits, cache = lens.model.run_with_cache(lens.token_ids(["compiler_bos", 3, 1, 2]))
+    cache["blocks.0.attn.hook_z"]                    # [B, T, H, d_head]
+
+TransformerLens 4 (the `torch` extra pins 4.3) has no `HookedTransformer`; its
+models are `TransformerBridge`s, booted natively from a config and loaded with
+the state dict converted by TransformerLens' own `convert_tl_checkpoint`.
+With a 3.x release (or older) installed, the same config and state dict build a
+`HookedTransformer` instead. Either way the weights are loaded as they are (no
+folding, no centring), `normalization_type=None`, the activation, attention
+direction and unembedding come from `model.spec`, and `use_attn_result`,
+`use_split_qkv_input` and `use_hook_mlp_in` are set in the config.
+
+One difference to know: TransformerLens 4.3's native bridge fires
+`hook_mlp_in` but not `attn.hook_result` or `hook_q_input`/`hook_k_input`/
+`hook_v_input` (its `AttentionBridge` has no per-head fork; it raises if they
+are requested with `set_use_attn_result`). Per-head values are in
+`attn.hook_z` ([B, T, H, d_head]); a head's contribution to the residual is
+`hook_z[:, :, h] @ W_O[h]`. `HookedTransformer` fires all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, List, Sequence
+
+import torch
+import transformer_lens
+
+from tracr.export import tokens as tokens_lib
+from tracr.export import transformer_lens as tl_export
+from tracr.transformer import assembled
+
+# Buffers a HookedTransformer has that the state dict does not (causal mask, -inf).
+_HT_BUFFERS = (".mask", ".IGNORE")
+
+
+def has_hooked_transformer() -> bool:
+    """True where the installed TransformerLens still has `HookedTransformer` (< 4.0)."""
+    try:  # TransformerLens 4 raises ImportError on the removed name
+        return getattr(transformer_lens, "HookedTransformer", None) is not None
+    except ImportError:
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class LensModel:
+    """A TransformerLens model with our tokens in and decoded values out.
+
+    Attributes:
+      model: the `TransformerBridge` (TransformerLens 4) or `HookedTransformer` (3.x).
+      codec: encodes inputs and decodes logits as `model.apply` does.
+      export: the state dict and config the model was built from.
+    """
+
+    model: Any
+    codec: tokens_lib.TokenCodec
+    export: tl_export.TransformerLensExport
+
+    def token_ids(self, tokens: Sequence[Any]) -> torch.Tensor:
+        """[1, T] ids of one input that starts with the BOS token."""
+        return torch.as_tensor([self.codec.encode(tokens)])
+
+    def batch(self, batch: Sequence[Sequence[Any]]):
+        """([B, T] ids padded with PAD, [B, T] attention mask, lengths) of inputs."""
+        ids, lengths = self.codec.encode_batch(batch)
+        ids = torch.as_tensor(ids)
+        return ids, self.codec.keep_mask(ids).long(), lengths
+
+    @torch.no_grad()
+    def decode(self, tokens: Sequence[Any]) -> List[Any]:
+        """`model.apply(tokens).decoded`, computed by TransformerLens."""
+        return self.decode_batch([tokens])[0]
+
+    @torch.no_grad()
+    def decode_batch(self, batch: Sequence[Sequence[Any]]) -> List[List[Any]]:
+        """Decoded values of inputs of any lengths; PAD keys are masked out of attention."""
+        ids, mask, lengths = self.batch(batch)
+        logits = self.model(ids, attention_mask=mask)
+        return [self.codec.decode(row[:n]) for row, n in zip(logits, lengths)]
+
+
+def _bridge(export: tl_export.TransformerLensExport, dtype: torch.dtype):
+    from transformer_lens import TransformerBridge, TransformerBridgeConfig
+    from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
+
+    cfg = TransformerBridgeConfig(**export.config, init_weights=False, dtype=dtype)
+    bridge = TransformerBridge.boot_native(cfg, dtype=dtype)
+    state = {k: torch.as_tensor(v.copy(), dtype=dtype) for k, v in export.state_dict.items()}
+    bridge.load_state_dict(convert_tl_checkpoint(state, cfg), strict=True)
+    return bridge.eval()
+
+
+def _hooked_transformer(export: tl_export.TransformerLensExport, dtype: torch.dtype):
+    cfg = transformer_lens.HookedTransformerConfig(**export.config, dtype=dtype)
+    model = transformer_lens.HookedTransformer(cfg)
+    state = {k: torch.as_tensor(v.copy(), dtype=dtype) for k, v in export.state_dict.items()}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith(_HT_BUFFERS)]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"HookedTransformer did not take the exported weights: missing {missing}, "
+            f"unexpected {result.unexpected_keys}."
+        )
+    return model.eval()
+
+
+def to_transformer_lens_model(
+    model: assembled.AssembledTransformerModel, *, dtype: torch.dtype = torch.float32
+) -> LensModel:
+    """A TransformerLens model computing `model`, with a decoding wrapper.
+
+    Args:
+      model: a compiled or loaded model (it must carry `model.spec`).
+      dtype: the weights' dtype (float32 for parity with JAX).
+
+    Returns:
+      A `LensModel`; `.model` is the TransformerLens model itself.
+
+    Raises:
+      ValueError: the model has no spec or uses layer norm.
+    """
+    export = tl_export.to_transformer_lens(model)
+    codec = tokens_lib.TokenCodec.from_spec(model.spec)
+    build = _hooked_transformer if has_hooked_transformer() else _bridge
+    return LensModel(model=build(export, dtype), codec=codec, export=export)
