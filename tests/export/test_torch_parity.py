@@ -20,6 +20,7 @@ pytest.importorskip("transformer_lens")
 from tracr.compiler import certificate, compiling, equivalence  # noqa: E402
 from tracr.compiler.library_cases import CASES_BY_NAME, LIBRARY_CASES  # noqa: E402
 from tracr.export import to_torch_module, to_transformer_lens_model  # noqa: E402
+from tracr.rasp import causal_eval, rasp  # noqa: E402
 
 MAX_SEQ_LEN = 3
 ATOL = 1e-5
@@ -43,8 +44,8 @@ def _reference(model, inputs):
 
 
 @functools.lru_cache(maxsize=None)
-def _compile(case):
-    program = case.program(MAX_SEQ_LEN)
+def _compile(case, program=None):
+    program = case.program(MAX_SEQ_LEN) if program is None else program
     return compiling.compile_rasp_to_model(
         program, set(case.vocab), MAX_SEQ_LEN, causal=case.supports_causal
     )
@@ -130,15 +131,13 @@ def test_a_patched_head_changes_the_output():
 )
 def test_bfloat16_is_exact_where_the_certificate_says_so(name):
     case = CASES_BY_NAME[name]
-    model = _compile(case)
-    program = case.program(MAX_SEQ_LEN)
+    program = case.program(MAX_SEQ_LEN)  # certify reads the compiled program's labels
+    model = _compile(case, program)
     cert = certificate.certify(model, program, dtype=jnp.bfloat16, intermediates=False)
     assert cert.exhaustive and cert.exact, cert.summary()
     inputs = list(equivalence.all_inputs(case.vocab, MAX_SEQ_LEN))
     batch = [[model.input_encoder.bos_token, *x] for x in inputs]
-    evaluate = (
-        equivalence.causal_eval.evaluate if case.supports_causal else equivalence.rasp.evaluate
-    )
+    evaluate = causal_eval.evaluate if case.supports_causal else rasp.evaluate
     numerical = not model.spec.output.categorical
     for decoded in (
         to_torch_module(model, dtype=torch.bfloat16).decode_batch(batch),

@@ -211,8 +211,9 @@ def test_learned_positions_off_leaves_positions_to_the_compiled_indices(sort):
 
 def test_make_mesh_has_the_batch_axis():
     mesh = batching.make_mesh()
-    assert mesh.axis_names == (batching.BATCH_AXIS,)
-    assert mesh.devices.size == len(jax.local_devices())
+    assert mesh.axis_names == (batching.BATCH_AXIS, batching.MODEL_AXIS)
+    assert mesh.shape[batching.BATCH_AXIS] == len(jax.local_devices())
+    assert mesh.shape[batching.MODEL_AXIS] == 1
 
 
 def _output_targets(compiled, outputs_per_input, length):
