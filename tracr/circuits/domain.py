@@ -9,12 +9,11 @@ masked attention makes equivalent to running each alone.
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import random
 from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tracr.transformer import inputs as inputs_lib
 from tracr.transformer import spec as spec_lib
 
 
@@ -56,16 +55,17 @@ def make_domain(
     vocab = vocabulary(model_spec)
     total = sum(len(vocab) ** k for k in range(1, n + 1))
     if total <= max_exhaustive:
-        inputs = [x for k in range(1, n + 1) for x in itertools.product(vocab, repeat=k)]
-        return Domain(tuple(inputs), True)
-    rng = random.Random(seed)
+        return Domain(tuple(inputs_lib.sequences(vocab, n)), True)
+    # Distinct draws from the shared seeded sampler (the same stream as before).
     seen, inputs = set(), []
-    while len(inputs) < min(num_samples, total):
-        x = tuple(rng.choice(vocab) for _ in range(rng.randint(1, n)))
+    wanted = min(num_samples, total)
+    for x in inputs_lib.sequences(vocab, n, sample=1000 * wanted, seed=seed):
         key = tuple(vocab.index(t) for t in x)
         if key not in seen:
             seen.add(key)
             inputs.append(x)
+            if len(inputs) == wanted:
+                break
     return Domain(tuple(inputs), False)
 
 

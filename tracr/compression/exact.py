@@ -23,9 +23,7 @@ by decreasing singular value, so `exact.truncated(d)` is the best rank-d
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
-import random
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import jax.numpy as jnp
@@ -33,6 +31,7 @@ import numpy as np
 
 from tracr.compression import running
 from tracr.transformer import assembled, model
+from tracr.transformer import inputs as inputs_lib
 
 # Singular values below this fraction of the largest count as zero. Residual
 # states are O(1) and exact up to float32 rounding (~1e-7) and soft-attention
@@ -114,15 +113,9 @@ def domain_inputs(
     vocab = interface.vocab
     if max_seq_len is None:
         max_seq_len = interface.max_seq_len
-    if domain_size(len(vocab), max_seq_len) <= max_inputs:
-        inputs = [x for n in range(1, max_seq_len + 1) for x in itertools.product(vocab, repeat=n)]
-        return inputs, True
-    rng = random.Random(seed)
-    inputs = [
-        tuple(rng.choice(vocab) for _ in range(rng.randint(1, max_seq_len)))
-        for _ in range(max_inputs)
-    ]
-    return inputs, False
+    exhaustive = domain_size(len(vocab), max_seq_len) <= max_inputs
+    sample = None if exhaustive else max_inputs
+    return list(inputs_lib.sequences(vocab, max_seq_len, sample=sample, seed=seed)), exhaustive
 
 
 def run_padded(
