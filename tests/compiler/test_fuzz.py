@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from tracr.compiler import compiling, equivalence
+from tracr.compiler import compiling, equivalence, lib
 from tracr.fuzz import checker, generator
 from tracr.rasp import causal_eval, rasp
 from tracr.transformer import spec as spec_lib
@@ -179,7 +179,11 @@ def test_the_checker_compares_each_path_and_none_positions_in_one_place():
     assert (result.outcome, result.paths) == (checker.EXACT, ("apply_batch", "compressed"))
     with pytest.raises(ValueError, match="paths"):
         checker.check(program, [1, 2], 3, paths=("fast",))
-    assert checker._agrees(None, "anything", numerical=False)  # until None decoding lands
+    # A categorical None must decode as None; a numerical output cannot say None.
+    assert checker._agrees(None, None, numerical=False)
+    assert not checker._agrees(None, "anything", numerical=False)
+    assert not checker._agrees(1, None, numerical=False)
+    assert checker._agrees(None, 0.0, numerical=True)
     assert not checker._agrees(1, 2, numerical=False)
 
 
@@ -209,3 +213,15 @@ def test_generator_menus_cover_mixed_types_strings_and_deep_programs():
     assert "x if x > y else y / 2" in sources
     assert re.search(r"numerical\(SequenceMap\((?!float)", sources)  # numbers as they come
     assert max(case.depth for case in cases) >= 12
+
+
+def test_none_positions_are_compared_on_every_path():
+    """A categorical Aggregate that selects nothing is None in RASP; every path
+    must decode None there, not an argmax of an empty output."""
+    program = lib.shift_by(1, rasp.tokens)  # position 0 selects nothing
+    model = compiling.compile_rasp_to_model(program, {1, 2, 3}, 3)
+    inputs = [(1, 2, 3), (3, 3), (1,)]
+    expected = [rasp.evaluate(program, list(x)) for x in inputs]
+    assert any(v is None for row in expected for v in row)
+    for backend in ("numpy", "haiku", "apply_batch"):
+        assert checker.decode_inputs(model, inputs, backend) == expected, backend

@@ -47,6 +47,7 @@ from tracr.compression import running
 from tracr.fuzz import generator
 from tracr.rasp import causal_eval, rasp
 from tracr.transformer import assembled, attention
+from tracr.transformer import inputs as inputs_lib
 from tracr.transformer import spec as spec_lib
 
 EXACT, REJECTED, MISMATCH, CRASH = "exact", "rejected", "mismatch", "crash"
@@ -178,7 +179,10 @@ def numpy_forward(
     token_ids: np.ndarray,
     compression: Optional[np.ndarray] = None,
 ) -> np.ndarray:
-    """The Haiku forward pass in float32 NumPy: [B, T] ids -> [B, T] argmax ids or values.
+    """The Haiku forward pass in float32 NumPy: [B, T] ids -> [B, T] output ids or values.
+
+    Categorical output ids are `inputs.NO_VALUE` where no output direction is
+    active (RASP's None), as `apply` decodes them.
 
     Mirrors `tracr.transformer.model`: token plus position embedding; per
     layer, multi-head attention (logits scaled by 1/sqrt(key_size), PAD keys
@@ -202,7 +206,7 @@ def numpy_forward(
         unembed = w @ unembed
     out = _forward(params, model.spec, unembed, np.asarray(token_ids))
     if model.spec.output.categorical:
-        return out.argmax(-1)
+        return inputs_lib.categorical_ids(out)
     return out[..., 0]
 
 
@@ -243,10 +247,18 @@ def decode_inputs(
     if backend == "numpy":
         out = numpy_forward(model, ids, compression)
     else:
-        out = np.asarray(model.forward(model.params, jnp.asarray(ids)).unembedded_output)
-    return [
-        model.output_encoder.decode(row[1 : len(x) + 1].tolist()) for row, x in zip(out, inputs)
-    ]
+        result = model.forward(model.params, jnp.asarray(ids))
+        out = np.asarray(result.unembedded_output)
+        if model.spec.output.categorical:
+            residual = np.asarray(result.transformer_output.output)
+            out = inputs_lib.categorical_ids(residual @ np.asarray(model.unembed_matrix))
+    return [_decode_row(model, row[1 : len(x) + 1].tolist()) for row, x in zip(out, inputs)]
+
+
+def _decode_row(model: assembled.AssembledTransformerModel, row: List[Any]) -> List[Any]:
+    if not model.spec.output.categorical:
+        return model.output_encoder.decode(row)
+    return [None if i == inputs_lib.NO_VALUE else model.output_encoder.decode([i])[0] for i in row]
 
 
 # ---------------------------------------------------------------------------
@@ -268,13 +280,13 @@ def _equal(expected: Any, got: Any, numerical: bool) -> bool:
 def _agrees(expected: Any, got: Any, numerical: bool) -> bool:
     """Whether the model's decoded value is the evaluator's, at one position.
 
-    Where the evaluator gives None the model has, for now, no way to say so
-    (it decodes an argmax of an empty output); once categorical outputs decode
-    inactive positions as None, this becomes `return got is None`.
+    Where the evaluator gives None a categorical output must decode as None (no
+    output direction active); a numerical output has no way to say None (it
+    reads a magnitude), so any value is accepted there.
     """
     if expected is None:
-        return True
-    return _equal(expected, got, numerical)
+        return numerical or got is None
+    return got is not None and _equal(expected, got, numerical)
 
 
 def _run_path(
