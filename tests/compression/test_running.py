@@ -6,9 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tracr.compiler import compiling, equivalence
+from tracr.compiler import compiling, equivalence, lib
 from tracr.compiler.library_cases import CASES_BY_NAME
 from tracr.compression import exact, running
+from tracr.rasp import rasp
 
 MAX_SEQ_LEN = 4
 
@@ -76,3 +77,13 @@ def test_w_of_the_wrong_width_is_refused():
         running.CompressedModel(model, np.eye(5))
     with pytest.raises(ValueError, match="w must be"):
         running.compressed_params(model, np.ones(11))
+
+
+def test_compressed_apply_decodes_none_where_rasp_has_none():
+    program = lib.shift_by(1, rasp.tokens)  # position 0 selects nothing: None
+    model = compiling.compile_rasp_to_model(program, {1, 2, 3}, 3)
+    compressed = running.CompressedModel(model, exact.exact_compression(model).w)
+    for x in ([1, 2, 3], [3, 3], [1]):
+        expected = rasp.evaluate(program, x)
+        assert None in expected
+        assert compressed.apply(["compiler_bos", *x]).decoded[1:] == expected

@@ -331,7 +331,12 @@ class CompressedModel:
           ValueError: missing BOS, unknown token or sequence too long.
         """
         return assembled.apply_one(
-            self.forward, self.params, self.model.input_encoder, self.model.output_encoder, tokens
+            self.forward,
+            self.params,
+            self.model.input_encoder,
+            self.model.output_encoder,
+            tokens,
+            unembed=self.model.unembed_matrix,  # inactive positions decode None, as `apply`
         )
 
 
