@@ -146,4 +146,3 @@ def _run_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_BUG
-

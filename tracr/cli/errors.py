@@ -39,7 +39,5 @@ class ModelMismatchError(Exception):
 _USER_ERRORS = (errors.TracrUserError, NotImplementedError, OSError, ImportError)
 
 
-
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
-

@@ -76,4 +76,3 @@ def _describe_model(model: Any) -> str:
         f"{len(model.residual_labels)}, mlp {config.mlp_hidden_size}, {count:,} parameters"
         + (", causal" if config.causal else "")
     )
-

@@ -176,4 +176,3 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to the script")
     p.set_defaults(func=bench.cmd_bench)
     return parser
-

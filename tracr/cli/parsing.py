@@ -109,4 +109,3 @@ def parse_args_list(pairs: Sequence[str]) -> Dict[str, str]:
             raise UsageError(f"--arg {key} is given twice.")
         result[key] = value
     return result
-

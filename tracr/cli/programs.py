@@ -238,4 +238,3 @@ def build_program(
     if not isinstance(program, rasp.SOp):
         raise UsageError(f"{label} returned a {type(program).__name__}, not a rasp.SOp.")
     return program, f"{label}({', '.join(shown)})"
-

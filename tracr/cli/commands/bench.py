@@ -12,7 +12,6 @@ from tracr.cli.errors import UsageError
 BENCHMARKS = ("compression", "throughput", "compile_time")
 
 
-
 def _benchmarks_dir() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parents[3] / "benchmarks"
 
@@ -33,4 +32,3 @@ def cmd_bench(args: argparse.Namespace) -> int:
     finally:
         sys.argv = saved_argv
     return 0
-

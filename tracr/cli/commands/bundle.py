@@ -19,4 +19,3 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     print(f"wrote a Hub-ready folder for {metadata.get('program', args.model)} to {args.output}:")
     print("  model.json, model.safetensors, config.json, vocab.json, README.md")
     return 0
-

@@ -15,4 +15,3 @@ def cmd_circuit(args: argparse.Namespace) -> int:
     summary = formats.write_circuit(model, args.format, args.output)
     print(f"{description}: {summary}", file=sys.stderr)
     return 0
-

@@ -70,4 +70,3 @@ def _check_against_evaluator(model: Any, program: Any, args: argparse.Namespace)
     )
     print(f"checked against the RASP evaluator on {which} inputs{skipped}: every output agrees")
     return cert.summary()
-

@@ -60,4 +60,3 @@ def cmd_compress(args: argparse.Namespace) -> int:
         np.save(path, np.asarray(w, dtype=np.float32), allow_pickle=False)
         print(f"saved w [{w.shape[0]}, {w.shape[1]}] to {path}")
     return 0
-

@@ -16,4 +16,3 @@ def demo() -> int:
     print(f"model output:     {out.decoded}")
     print(f"RASP evaluator:   {program(tokens[1:])}")
     return 0
-

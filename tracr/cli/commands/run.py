@@ -60,4 +60,3 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.residuals:
         _print_residuals(model, tokens)
     return 0
-

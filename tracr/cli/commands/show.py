@@ -43,4 +43,3 @@ def _show_hybrid(directory: str, output: str) -> int:
     picture.draw(hspec, path)
     print(f"hybrid {directory}: wrote 1 picture to {output}\n  {path}")
     return 0
-
