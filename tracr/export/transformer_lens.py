@@ -164,3 +164,41 @@ def to_transformer_lens(model: assembled.AssembledTransformerModel) -> Transform
         output_values=tuple(out.values) if out.categorical else None,
         residual_labels=tuple(model_spec.residual_labels),
     )
+
+
+NPZ_FILE = "transformer_lens.npz"
+JSON_FILE = "transformer_lens.json"
+
+
+def write_transformer_lens(
+    model: assembled.AssembledTransformerModel, directory: Any
+) -> TransformerLensExport:
+    """Writes `to_transformer_lens(model)` to `directory` (made if missing).
+
+    Files: transformer_lens.npz (the state dict) and transformer_lens.json
+    (config, tokens, BOS/pad ids, output values, residual labels).
+
+    Returns:
+      The export that was written.
+    """
+    import json
+    import pathlib
+
+    from tracr.io import saving
+
+    exported = to_transformer_lens(model)
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    np.savez(directory / NPZ_FILE, **exported.state_dict)
+    info = {
+        "config": exported.config,
+        "tokens": [saving.encode_value(t) for t in exported.tokens],
+        "bos_token_id": exported.bos_token_id,
+        "pad_token_id": exported.pad_token_id,
+        "output_values": None
+        if exported.output_values is None
+        else [saving.encode_value(v) for v in exported.output_values],
+        "residual_labels": list(exported.residual_labels),
+    }
+    (directory / JSON_FILE).write_text(json.dumps(info, indent=1) + "\n")
+    return exported

@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from tracr import cli
+from tracr.cli.commands import bench as bench_command
+from tracr.cli.commands import run as run_command
 from tracr.rasp import rasp, traversal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -314,7 +316,7 @@ def test_compress_reports_exact_compression_or_a_clear_error(capsys, sort_dir):
 
 
 def test_bench_without_script_is_one_line(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "_benchmarks_dir", lambda: tmp_path)
+    monkeypatch.setattr(bench_command, "_benchmarks_dir", lambda: tmp_path)
     code, _, err = run_main(capsys, "bench", "throughput")
     assert code == 2
     assert err.strip() == (
@@ -327,7 +329,7 @@ def test_bench_runs_the_script_with_its_arguments(capsys, monkeypatch, tmp_path)
     (tmp_path / "compile_time.py").write_text(
         "import sys\nprint('bench args', sys.argv[1:])\nsys.exit(3)\n"
     )
-    monkeypatch.setattr(cli, "_benchmarks_dir", lambda: tmp_path)
+    monkeypatch.setattr(bench_command, "_benchmarks_dir", lambda: tmp_path)
     code, out, _ = run_main(capsys, "bench", "compile_time", "--quick", "x")
     assert code == 3
     assert out.strip() == "bench args ['--quick', 'x']"
@@ -407,7 +409,7 @@ def test_input_separators_can_be_mixed(capsys):
 def test_other_errors_are_bugs_not_usage_errors(capsys, monkeypatch):
     """A ValueError from inside tracr is a bug: one line, exit status 1, not a usage error."""
     monkeypatch.setattr(
-        cli, "parse_input", lambda text, model: (_ for _ in ()).throw(ValueError("x"))
+        run_command, "parse_input", lambda text, model: (_ for _ in ()).throw(ValueError("x"))
     )
     args = ["run", "lib:make_length", "--vocab", "1,2", "--max-seq-len", "3", "--input", "1"]
     code, out, err = run_main(capsys, *args)

@@ -1,0 +1,1 @@
+"""One module per `tracr` command, each with its `cmd_*` function."""
