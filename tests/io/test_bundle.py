@@ -5,7 +5,8 @@ import json
 import jax
 import pytest
 
-from tracr import cli
+from tracr import circuits, cli
+from tracr.circuits import formats
 from tracr.io import saving
 
 ARGS = ["lib:make_reverse", "--vocab", "a,b", "--max-seq-len", "3"]
@@ -44,7 +45,14 @@ def test_bundle_writes_a_hub_folder_that_loads_back(capsys, compiled_dir, tmp_pa
     assert code == 0, err
     assert "wrote a Hub-ready folder" in out
     names = sorted(p.name for p in out_dir.iterdir())
-    assert names == ["README.md", "config.json", "model.json", "model.safetensors", "vocab.json"]
+    assert names == [
+        "README.md",
+        "circuit.json",
+        "config.json",
+        "model.json",
+        "model.safetensors",
+        "vocab.json",
+    ]
     card = (out_dir / "README.md").read_text()
     assert saving.load_metadata(compiled_dir)["certificate"] in card
     assert "lib:make_reverse" in card
@@ -53,6 +61,8 @@ def test_bundle_writes_a_hub_folder_that_loads_back(capsys, compiled_dir, tmp_pa
     with jax.disable_jit():
         assert loaded.apply(tokens).decoded == original.apply(tokens).decoded
     assert json.loads((out_dir / "config.json").read_text())["d_model"] == original.spec.d_model
+    bundled = formats.from_json(json.loads((out_dir / "circuit.json").read_text()))
+    assert bundled.edges == circuits.circuit(loaded).edges and bundled.edges
     code, _, err = _main(capsys, "bundle", str(compiled_dir), "-o", str(out_dir))
     assert code == 2 and "pass overwrite=True (tracr: --force)" in err
     assert _main(capsys, "bundle", str(compiled_dir), "-o", str(out_dir), "--force")[0] == 0

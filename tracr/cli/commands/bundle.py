@@ -9,6 +9,7 @@ from tracr.cli.errors import UsageError
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
+    from tracr.circuits import formats
     from tracr.io import saving
 
     if not os.path.isdir(args.model):
@@ -16,6 +17,8 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     model = saving.load_model(args.model)
     metadata = saving.load_metadata(args.model)
     saving.save_model(model, args.output, metadata=metadata, overwrite=args.force, hub=True)
+    # The verified circuit goes with the weights (tracr.circuits' JSON, read by formats.from_json).
+    formats.write_circuit(model, "json", os.path.join(args.output, "circuit.json"))
     print(f"wrote a Hub-ready folder for {metadata.get('program', args.model)} to {args.output}:")
-    print("  model.json, model.safetensors, config.json, vocab.json, README.md")
+    print("  model.json, model.safetensors, config.json, vocab.json, circuit.json, README.md")
     return 0
