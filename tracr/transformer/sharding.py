@@ -19,6 +19,7 @@ other arrays (embedding table, biases of outputs, gathers) are replicated.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
 import jax
@@ -68,39 +69,28 @@ def weight_shardings(weights: fast.LeanWeights, mesh: Mesh) -> Any:
     for s in weights.sublayers:
         if isinstance(s, fast.LeanAttention):
             sublayers.append(
-                fast.LeanAttention(
+                dataclasses.replace(
+                    s,
                     w_qkv=_split(mesh, s.w_qkv, 1),
                     b_qkv=_split(mesh, s.b_qkv, 0),
                     gathered=_projection(mesh, s.gathered, 1),
                     w_out=_projection(mesh, s.w_out, 0),
                     b_out=_replicated(mesh, s.b_out),
-                    key_sizes=s.key_sizes,
-                    value_sizes=s.value_sizes,
-                    factors=s.factors,
-                    logit_key_size=s.logit_key_size,
-                    reads=s.reads,
                 )
             )
         else:
             sublayers.append(
-                fast.LeanMLP(
+                dataclasses.replace(
+                    s,
                     w_1=_projection(mesh, s.w_1, 1),
                     b_1=_split(mesh, s.b_1, 0),
                     w_2=_projection(mesh, s.w_2, 0),
                     b_2=_replicated(mesh, s.b_2),
-                    activation=s.activation,
-                    reads=s.reads,
                 )
             )
-    return fast.LeanWeights(
+    return dataclasses.replace(
+        weights,
         embedding=_replicated(mesh, weights.embedding),
         sublayers=tuple(sublayers),
         unembedding=_replicated(mesh, weights.unembedding),
-        output_index=weights.output_index,
-        output_reads=weights.output_reads,
-        residual_index=weights.residual_index,
-        segmented=weights.segmented,
-        categorical_output=weights.categorical_output,
-        causal=weights.causal,
-        pad_id=weights.pad_id,
     )
