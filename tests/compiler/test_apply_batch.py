@@ -175,6 +175,15 @@ def test_bos_or_pad_inside_an_input_is_refused_with_its_position(sort_model, spe
         sort_model.apply_batch([[BOS, 1], bad])
 
 
+def test_a_bad_sequence_in_a_later_pipeline_chunk_is_named_by_its_batch_index(sort_model):
+    """Chunks are encoded one by one; the error still names the whole batch's index."""
+    good = [[BOS, 1, 2]] * 9
+    bad = good[:6] + [[BOS, 2, 7]] + good
+    with pytest.raises(ValueError, match=r"Unknown tokens \[7\] \(sequence 6, position 2\)"):
+        sort_model.apply_batch(bad, max_batch=2)  # chunks of 2: the bad one is in the 4th
+    assert sort_model.apply_batch(good, max_batch=2) == [sort_model.apply(good[0]).decoded] * 9
+
+
 def test_no_output_direction_decodes_none_as_the_evaluator():
     """shift_by(1) selects nothing at position 0: RASP gives None there."""
     from tracr.compiler import lib

@@ -2,8 +2,9 @@
 
 `BatchRunner` turns ragged lists of tokens into a few jit-compiled calls:
 
-1. encode the batch (`tracr.transformer.inputs.Codec`: one array, vectorised
-   checks as in `apply`), in pipeline chunks;
+1. cut the batch into pipeline chunks and encode each
+   (`tracr.transformer.inputs.Codec`: one array, vectorised checks as in
+   `apply`);
 2. pad each chunk to a bucketed length with the PAD token, which attention
    masks out, so padding never changes a real position's output;
 3. round each chunk to a bucketed size (a power of two, at most
@@ -11,8 +12,8 @@
 4. with more than one device, place each chunk on a `Mesh` (`make_mesh`)
    over the batch axis (`NamedSharding`), weights replicated (or split over
    the mesh's model axis, `tracr.transformer.sharding`);
-5. dispatch every chunk before waiting for the first (JAX dispatch is
-   asynchronous), so host encoding and decoding overlap device work;
+5. dispatch each chunk before decoding the one before it (JAX dispatch is
+   asynchronous), so encoding and decoding overlap device work;
 6. decode every output position with one lookup-table index per chunk.
 
 The forward function is any pure `fn(weights, token_ids [B, T]) -> [B, T]`,
@@ -254,21 +255,37 @@ class BatchRunner:
         return self.codec.decode(outputs, lengths)
 
     def __call__(self, batch: Sequence[Sequence[Any]]) -> List[List[Any]]:
-        """Decoded outputs of every sequence in `batch` (each starts with BOS)."""
+        """Decoded outputs of every sequence in `batch` (each starts with BOS).
+
+        A pipeline over chunks: chunk k is encoded and dispatched, then chunk
+        k-1 is decoded while the device runs chunk k (dispatch is
+        asynchronous), so host work overlaps device work.
+
+        Raises:
+          ValueError/TypeError: as `encode`, for the first bad sequence of the
+            whole batch (earlier chunks may have run; nothing is changed).
+        """
         if isinstance(batch, (str, bytes)) or not hasattr(batch, "__len__"):
             raise TypeError(
                 f"Expected a list of token lists, got {type(batch).__name__}: {batch!r}."
             )
-        encoded = self.encode(batch)
         size = self.chunk_size(len(batch))
-        pending = []
+        decoded: List[List[Any]] = []
+        waiting: Optional[Tuple[jax.Array, np.ndarray]] = None
         for start in range(0, len(batch), size):
-            chunk = inputs.Encoded(
-                ids=encoded.ids[start : start + size], lengths=encoded.lengths[start : start + size]
-            )
-            pending.append((self.dispatch(chunk)[0], chunk.lengths))
-        # Each wait below overlaps the device work of the chunks after it.
-        return [row for out, lengths in pending for row in self.decode(out, lengths)]
+            try:
+                chunk = self.encode(batch[start : start + size])
+            except (TypeError, ValueError):
+                if start:  # name the sequence by its index in the whole batch
+                    self.encode(batch)
+                raise
+            running = (self.dispatch(chunk)[0], chunk.lengths)
+            if waiting is not None:
+                decoded.extend(self.decode(*waiting))
+            waiting = running
+        if waiting is not None:
+            decoded.extend(self.decode(*waiting))
+        return decoded
 
 
 def _micro_batched(forward: ForwardFn, micro_batch: Callable[[int, int], int]) -> ForwardFn:

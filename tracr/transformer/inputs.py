@@ -120,9 +120,12 @@ class Codec:
         return {t: i for i, t in enumerate(self.tokens)}
 
     @functools.cached_property
-    def _bool_sensitive(self) -> bool:
-        """True when a vocabulary token could match a bool/number of the other kind."""
-        return any(isinstance(t, bool) or (_is_number(t) and t in (0, 1)) for t in self.tokens)
+    def _confusable(self) -> Tuple[bool, bool]:
+        """(the vocabulary holds a bool, it holds a number equal to 0 or 1 that is not
+        a bool): which batch tokens a plain dict lookup could confuse (True == 1)."""
+        has_bool = any(isinstance(t, (bool, np.bool_)) for t in self.tokens)
+        has_01 = any(_is_number(t) and t in (0, 1) for t in self.tokens)
+        return has_bool, has_01
 
     @property
     def bos_id(self) -> int:
@@ -180,7 +183,7 @@ class Codec:
 
     def _lookup(self, batch: Sequence[Sequence[Value]], count: int) -> np.ndarray:
         """Flat ids of every token in order; NO_VALUE for unknown tokens."""
-        typed = self._bool_sensitive and _mixes_bools(batch)
+        typed = _needs_typed_lookup(self._confusable, batch)
         get = self._ids.get if typed else self._plain_ids.get
 
         def stream():
@@ -373,10 +376,21 @@ def _is_number(v: Value) -> bool:
     return isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
 
 
-def _mixes_bools(batch: Sequence[Sequence[Value]]) -> bool:
-    """True when the batch holds bools or numbers (which Python's 1 == True confuses)."""
+def _needs_typed_lookup(confusable: Tuple[bool, bool], batch: Sequence[Sequence[Value]]) -> bool:
+    """True when a plain dict lookup could map a bool to a number's id or back
+    (Python's True == 1): a bool in the batch and a 0/1 number in the vocabulary,
+    or a number in the batch and a bool in the vocabulary. One pass over the
+    token types, only for vocabularies where it can happen."""
+    vocab_bool, vocab_01 = confusable
+    if not (vocab_bool or vocab_01):
+        return False
     types = set(map(type, itertools.chain.from_iterable(batch)))
-    return any(t is bool or issubclass(t, (int, float, np.number, np.bool_)) for t in types)
+    batch_bool = any(issubclass(t, (bool, np.bool_)) for t in types)
+    batch_number = any(
+        issubclass(t, (int, float, np.number)) and not issubclass(t, (bool, np.bool_))
+        for t in types
+    )
+    return (vocab_01 and batch_bool) or (vocab_bool and batch_number)
 
 
 def _safe_get(get: Callable[..., int]) -> Callable[[Any], int]:
