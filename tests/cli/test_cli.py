@@ -428,3 +428,10 @@ def test_a_closed_pipe_ends_quietly():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert err == ""
+
+
+def test_circuit_format_choices_are_the_circuit_formats():
+    from tracr.circuits import formats
+    from tracr.cli import parser
+
+    assert parser.CIRCUIT_FORMATS == formats.FORMATS

@@ -9,6 +9,10 @@ from tracr.cli.commands import bench, bundle, circuit, compress, export, run, sh
 from tracr.cli.commands import compile as compile_command
 from tracr.cli.errors import EXIT_USAGE
 
+# `tracr.circuits.formats.FORMATS`, spelled out so that building the parser does
+# not import JAX (tests/cli/test_cli.py checks that the two agree).
+CIRCUIT_FORMATS = ("json", "tl", "acdc", "interpbench")
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block) and exit status 2."""
@@ -118,9 +122,7 @@ def make_parser() -> argparse.ArgumentParser:
         epilog="example: tracr circuit sort_model --format acdc -o sort_acdc.json",
     )
     p.add_argument("program", metavar="MODEL", help=model_help)
-    p.add_argument(
-        "--format", default="json", choices=("json", "tl", "acdc", "interpbench"), help="(json)"
-    )
+    p.add_argument("--format", default="json", choices=CIRCUIT_FORMATS, help="(json)")
     p.add_argument("-o", "--output", metavar="FILE", help="file to write (default: stdout)")
     _add_program_options(p)
     p.set_defaults(func=circuit.cmd_circuit)
