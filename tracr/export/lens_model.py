@@ -15,12 +15,20 @@ folding, no centring), `normalization_type=None`, the activation, attention
 direction and unembedding come from `model.spec`, and `use_attn_result`,
 `use_split_qkv_input` and `use_hook_mlp_in` are set in the config.
 
-One difference to know: TransformerLens 4.3's native bridge fires
-`hook_mlp_in` but not `attn.hook_result` or `hook_q_input`/`hook_k_input`/
-`hook_v_input` (its `AttentionBridge` has no per-head fork; it raises if they
-are requested with `set_use_attn_result`). Per-head values are in
-`attn.hook_z` ([B, T, H, d_head]); a head's contribution to the residual is
-`hook_z[:, :, h] @ W_O[h]`. `HookedTransformer` fires all of them.
+Per-head hooks on 4.3: its native bridge's `AttentionBridge.forward`
+(model_bridge/generalized_components/attention.py) hands the whole attention to
+the native module, so `attn.hook_result` and `hook_q_input`/`hook_k_input`/
+`hook_v_input` exist but never fire, whatever the config says, and
+`set_use_attn_result(True)` raises (`_validate_attention_fork_supported` in
+model_bridge/transformer_bridge.py: only `JointQKVAttentionBridge` and
+`PositionEmbeddingsAttentionBridge` fork per head). `_fire_head_hooks` makes
+them fire, with HookedTransformer's shapes and meaning, through torch forward
+hooks on the bridge's own Q/K/V/O linears: `hook_{q,k,v}_input` [B, T, H, D]
+(the residual copied per head; head h's projection reads copy h) and
+`hook_result` [B, T, H, D] (each head's output before the sum, b_O excluded).
+An edit in one of them changes the output by exactly its effect; an unedited
+run gives bit-for-bit the bridge's own output. `HookedTransformer` (3.x) fires
+them itself.
 """
 
 from __future__ import annotations
@@ -84,6 +92,53 @@ class LensModel:
         return [self.codec.decode(row[:n]) for row, n in zip(logits, lengths)]
 
 
+def _fire_head_hooks(bridge: Any) -> None:
+    """Makes `attn.hook_result` and `hook_{q,k,v}_input` fire on a native bridge.
+
+    Each is a torch forward hook on the linear the bridge already runs: it
+    computes the per-head tensor, passes it through the HookPoint (so
+    run_with_cache, run_with_hooks and nnsight see and edit it), and adds the
+    effect of any edit to the linear's own output. The added term is exactly
+    zero when nothing was edited, so outputs stay those of the bridge.
+    """
+    n_heads, d_head = bridge.cfg.n_heads, bridge.cfg.d_head
+    for block in bridge.blocks:
+        attn = block.attn
+        for name in ("q", "k", "v"):
+            linear = getattr(attn, name).original_component
+            linear.register_forward_hook(
+                _qkv_input_hook(getattr(attn, f"hook_{name}_input"), n_heads)
+            )
+        attn.o.original_component.register_forward_hook(
+            _result_hook(attn.hook_result, n_heads, d_head)
+        )
+
+
+def _qkv_input_hook(hook_point: Any, n_heads: int):
+    def forward_hook(linear: torch.nn.Linear, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        x = inputs[0]  # [B, T, D]: the residual every head reads
+        fork = x.unsqueeze(-2).expand(*x.shape[:-1], n_heads, x.shape[-1])  # [B, T, H, D]
+        clean = fork.clone()
+        edited = hook_point(fork.clone())
+        w = linear.weight.view(n_heads, -1, x.shape[-1])  # [H, K, D]
+        delta = torch.einsum("bthd,hkd->bthk", edited - clean, w)
+        return output + delta.reshape(output.shape)
+
+    return forward_hook
+
+
+def _result_hook(hook_point: Any, n_heads: int, d_head: int):
+    def forward_hook(linear: torch.nn.Linear, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        z = inputs[0]  # [B, T, H * K]
+        w = linear.weight.view(-1, n_heads, d_head)  # [D, H, K]
+        per_head = torch.einsum("bthk,dhk->bthd", z.view(*z.shape[:-1], n_heads, d_head), w)
+        clean = per_head.clone()
+        edited = hook_point(per_head)
+        return output + (edited - clean).sum(dim=-2)
+
+    return forward_hook
+
+
 def _bridge(export: tl_export.TransformerLensExport, dtype: torch.dtype):
     from transformer_lens import TransformerBridge, TransformerBridgeConfig
     from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
@@ -92,6 +147,7 @@ def _bridge(export: tl_export.TransformerLensExport, dtype: torch.dtype):
     bridge = TransformerBridge.boot_native(cfg, dtype=dtype)
     state = {k: torch.as_tensor(v.copy(), dtype=dtype) for k, v in export.state_dict.items()}
     bridge.load_state_dict(convert_tl_checkpoint(state, cfg), strict=True)
+    _fire_head_hooks(bridge)
     return bridge.eval()
 
 
