@@ -141,7 +141,8 @@ def test_per_head_hooks_fire_and_patching_one_head_via_hook_result_changes_the_o
         clean = lens.model(ids)
         logits, cache = lens.model.run_with_cache(ids)
     assert torch.equal(logits, clean)
-    for name in ("attn.hook_result", "attn.hook_q_input", "attn.hook_k_input", "attn.hook_v_input"):
+    names = ["attn.hook_result"] + [f"{p}hook_{x}_input" for p in ("attn.", "") for x in "qkv"]
+    for name in names:  # blocks.{l}.hook_q_input is the HookedTransformer (and ACDC) name
         assert tuple(cache[f"{block}.{name}"].shape) == shape, name
     b_o = lens.model.blocks[head.layer].attn.o.original_component.bias
     summed = cache[f"{block}.attn.hook_result"].sum(dim=-2) + b_o

@@ -88,8 +88,38 @@ class LensModel:
     def decode_batch(self, batch: Sequence[Sequence[Any]]) -> List[List[Any]]:
         """Decoded values of inputs of any lengths; PAD keys are masked out of attention."""
         ids, mask, lengths = self.batch(batch)
-        logits = self.model(ids, attention_mask=mask)
+        if _ignores_padding(self.model):
+            logits = self.model.run_with_hooks(
+                ids, attention_mask=mask, fwd_hooks=[(_is_attn_scores, _hide_keys(mask))]
+            )
+        else:
+            logits = self.model(ids, attention_mask=mask)
         return [self.codec.decode(row[:n]) for row, n in zip(logits, lengths)]
+
+
+def _ignores_padding(lens: Any) -> bool:
+    """A bidirectional HookedTransformer (3.x): it drops `attention_mask` from attention.
+
+    TransformerLens 3.9's `AbstractAttention.forward`
+    (components/abstract_attention.py) applies the padding mask only inside
+    `apply_causal_mask`, which runs for `attention_dir="causal"` alone, so PAD
+    keys would be attended to. The 4.x bridge masks them either way.
+    """
+    cfg = getattr(lens, "cfg", None)
+    return type(lens).__name__ == "HookedTransformer" and cfg.attention_dir != "causal"
+
+
+def _is_attn_scores(name: str) -> bool:
+    return name.endswith("attn.hook_attn_scores")
+
+
+def _hide_keys(mask: torch.Tensor):
+    keep = mask.bool()[:, None, None, :]  # [B, 1, 1, T]: keys to keep
+
+    def hook(scores: torch.Tensor, hook: Any) -> torch.Tensor:
+        return scores.masked_fill(~keep, float("-inf"))  # BOS is always kept: no empty row
+
+    return hook
 
 
 def _fire_head_hooks(bridge: Any) -> None:
