@@ -1,6 +1,7 @@
 """Save a compiled model to a directory and load it back, without pickle.
 
-A saved model is a directory with two files::
+A saved model is a directory with two files (and program.json, the RASP
+program without lambdas, when the program is known: see `tracr.io.program`)::
 
     model.json         format version, model config, vocabulary (types kept),
                        BOS/PAD tokens, output encoding, residual labels,
@@ -43,7 +44,8 @@ naming the file and the problem.
 
 Token and output values keep their Python type: each is written as
 `{"type": "int" | "float" | "str" | "bool" | "tuple", "value": ...}`, so a
-vocabulary {1, "1", True} survives the round trip.
+vocabulary {1, "1", True} survives the round trip (`tracr.io.values`, the one
+encoder every tracr file uses).
 """
 
 from __future__ import annotations
