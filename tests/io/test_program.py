@@ -184,3 +184,14 @@ def test_corrupt_files_and_foreign_programs_are_refused(tmp_path):
     program_io.write_program(lib.make_hist(), path, vocab={"a", "c"}, max_seq_len=2)
     with pytest.raises(ValueError, match="belongs to another model"):
         saving.load_model(tmp_path)
+
+
+def test_save_model_takes_the_program_as_an_argument(tmp_path):
+    model = compiling.compile_rasp_to_model(lib.make_hist(), {"a", "b"}, 2)
+    model.program = None  # as for a model built without the compiler
+    saving.save_model(model, tmp_path / "none")
+    assert not (tmp_path / "none" / program_io.PROGRAM_FILE).exists()
+    saving.save_model(model, tmp_path / "given", program=lib.make_hist())
+    assert saving.load_model(tmp_path / "given").program(["a", "b", "a"]) == [2, 1, 2]
+    with pytest.raises(TypeError, match="program must be the rasp.SOp"):
+        saving.save_model(model, tmp_path / "bad", program=lambda x: x)

@@ -67,6 +67,7 @@ import safetensors.numpy
 from tracr.io import program as program_io
 from tracr.io.values import decode_value, encode_value  # noqa: F401 (re-exported)
 from tracr.io.values import typed_key as _typed_key
+from tracr.rasp import rasp
 from tracr.transformer import assembled, encoder
 from tracr.transformer import spec as spec_lib
 
@@ -395,6 +396,11 @@ def save_model(
         an activation other than relu, layer norm, unsupported token types).
     """
     directory = pathlib.Path(directory)
+    if program is not None and not isinstance(program, rasp.SOp):
+        raise TypeError(
+            f"program must be the rasp.SOp the model was compiled from, got "
+            f"{type(program).__name__}: {program!r:.100}."
+        )
     if (directory / CONFIG_FILE).exists() and not overwrite:
         raise FileExistsError(
             f"{directory} already holds a saved model; pass overwrite=True (tracr: --force) "
@@ -477,6 +483,8 @@ def _program_document(
         )
     except program_io.ProgramNotWritable as e:
         return None, e.reason
+    except (TypeError, ValueError, NotImplementedError) as e:  # the model still saves
+        return None, f"{type(e).__name__}: {e}"
     return doc, None
 
 
