@@ -31,6 +31,7 @@ import pathlib
 from typing import Any, Dict, Mapping, Optional
 
 from tracr.export import transformer_lens as tl_export
+from tracr.io import values as values_lib
 from tracr.transformer import assembled
 
 TL_CONFIG_FILE = "config.json"
@@ -40,24 +41,18 @@ PROGRAM_FILE = "program.json"  # written by save_model (tracr.io.program)
 README_FILE = "README.md"
 
 
-def _encode(value: Any) -> Dict[str, Any]:
-    from tracr.io import saving  # saving imports this module lazily
-
-    return saving.encode_value(value)
-
-
 def vocab_json(model: assembled.AssembledTransformerModel) -> Dict[str, Any]:
     """The encoders of a model, as JSON (typed values: 1 and "1" stay apart)."""
     inp, out = model.spec.input, model.spec.output
     return {
-        "tokens": [_encode(t) for t in inp.tokens],
+        "tokens": [values_lib.encode_value(t) for t in inp.tokens],
         "bos_token_id": inp.bos_id,
         "pad_token_id": inp.pad_id,
         "max_seq_len": inp.max_seq_len,
         "output": {
             "label": out.label,
             "encoding": "categorical" if out.categorical else "numerical",
-            "values": [_encode(v) for v in out.values] if out.categorical else None,
+            "values": [values_lib.encode_value(v) for v in out.values] if out.categorical else None,
         },
     }
 
