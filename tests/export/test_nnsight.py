@@ -67,3 +67,7 @@ def test_nnsight_traces_the_transformer_lens_model(compiled):
         traced.blocks[head.layer].hook_attn_out.output[:] = 0
         patched = traced.output.save()
     assert lens.codec.decode(patched[0]) != out.decoded
+    with traced.trace(ids):  # one head, as ACDC and InterpBench address it
+        traced.blocks[head.layer].attn.hook_result.output[:, :, head.head] = 0
+        patched = traced.output.save()
+    assert lens.codec.decode(patched[0]) != out.decoded

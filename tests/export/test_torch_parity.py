@@ -126,6 +126,54 @@ def test_a_patched_head_changes_the_output():
     assert not torch.allclose(clean, patched)
 
 
+def test_per_head_hooks_fire_and_patching_one_head_via_hook_result_changes_the_output():
+    """hook_result and hook_{q,k,v}_input fire on the 4.x bridge, as on HookedTransformer."""
+    case = CASES_BY_NAME["reverse"]
+    model = _compile(case)
+    lens = to_transformer_lens_model(model)
+    spec = model.spec
+    head = next(h for h in spec.heads() if set(spec.output.reads) & set(h.writes))
+    tokens = [model.input_encoder.bos_token, "a", "b", "c"]
+    ids = lens.token_ids(tokens)
+    block = f"blocks.{head.layer}"
+    shape = (1, len(tokens), spec.num_heads, spec.d_model)
+    with torch.no_grad():
+        clean = lens.model(ids)
+        logits, cache = lens.model.run_with_cache(ids)
+    assert torch.equal(logits, clean)
+    names = ["attn.hook_result"] + [f"{p}hook_{x}_input" for p in ("attn.", "") for x in "qkv"]
+    for name in names:  # blocks.{l}.hook_q_input is the HookedTransformer (and ACDC) name
+        assert tuple(cache[f"{block}.{name}"].shape) == shape, name
+    b_o = lens.model.blocks[head.layer].attn.o.original_component.bias
+    summed = cache[f"{block}.attn.hook_result"].sum(dim=-2) + b_o
+    torch.testing.assert_close(summed, cache[f"{block}.hook_attn_out"], atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        cache[f"{block}.attn.hook_q_input"][:, :, head.head],
+        cache[f"{block}.hook_resid_pre"],
+        atol=0,
+        rtol=0,
+    )
+
+    def zero(name):
+        def hook(x, hook):
+            x[:, :, head.head] = 0.0
+            return x
+
+        return (f"{block}.{name}", hook)
+
+    with torch.no_grad():
+        untouched = lens.model.run_with_hooks(
+            ids, fwd_hooks=[(f"{block}.attn.hook_result", lambda x, hook: x)]
+        )
+        via_result = lens.model.run_with_hooks(ids, fwd_hooks=[zero("attn.hook_result")])
+        via_z = lens.model.run_with_hooks(ids, fwd_hooks=[zero("attn.hook_z")])
+        via_v_input = lens.model.run_with_hooks(ids, fwd_hooks=[zero("attn.hook_v_input")])
+    assert torch.equal(untouched, clean)  # an unedited hook leaves the output bit for bit
+    assert lens.codec.decode(via_result[0]) != lens.codec.decode(clean[0])
+    torch.testing.assert_close(via_result, via_z, atol=ATOL, rtol=0)  # z_h = 0 => result_h = 0
+    assert not torch.allclose(via_v_input, clean)
+
+
 @pytest.mark.parametrize(
     "name", ["reverse", "sort_unique", "pair_balance", "count", "detect_pattern"]
 )

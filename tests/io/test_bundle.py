@@ -3,7 +3,9 @@
 import json
 
 import jax
+import numpy as np
 import pytest
+import safetensors.numpy
 
 from tracr import circuits, cli
 from tracr.circuits import formats
@@ -51,6 +53,7 @@ def test_bundle_writes_a_hub_folder_that_loads_back(capsys, compiled_dir, tmp_pa
         "config.json",
         "model.json",
         "model.safetensors",
+        "program.json",
         "vocab.json",
     ]
     card = (out_dir / "README.md").read_text()
@@ -84,3 +87,35 @@ def test_transformer_lens_loads_the_hub_folder(capsys, compiled_dir, tmp_path):
 def test_bundle_of_a_missing_directory_is_a_usage_error(capsys, tmp_path):
     code, _, err = _main(capsys, "bundle", str(tmp_path / "nope"), "-o", str(tmp_path / "x"))
     assert code == 2 and "is not a directory written by `tracr compile`" in err
+
+
+def test_save_model_hub_writes_what_bundle_writes(capsys, compiled_dir, tmp_path):
+    """One writer: `tracr bundle` and save_model(hub=True) give the same files."""
+    assert _main(capsys, "bundle", str(compiled_dir), "-o", str(tmp_path / "cli"))[0] == 0
+    model = saving.load_model(compiled_dir)
+    metadata = saving.load_metadata(compiled_dir)
+    saving.save_model(model, tmp_path / "api", metadata=metadata, hub=True)
+    names = sorted(p.name for p in (tmp_path / "cli").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "api").iterdir())
+    for name in set(names) - {"model.json", "model.safetensors"}:
+        assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "api" / name).read_bytes()
+    # The safetensors package writes its metadata in hash-map order, so the weights file
+    # (and its SHA-256 in model.json) may differ in bytes; its content may not.
+    docs = [json.loads((tmp_path / d / "model.json").read_text()) for d in ("cli", "api")]
+    for doc in docs:
+        del doc["params"]["sha256"]
+    assert docs[0] == docs[1]
+    arrays = [
+        safetensors.numpy.load_file(tmp_path / d / "model.safetensors") for d in ("cli", "api")
+    ]
+    assert arrays[0].keys() == arrays[1].keys()
+    assert all(np.array_equal(arrays[0][k], arrays[1][k]) for k in arrays[0])
+    circuit = json.loads((tmp_path / "api" / "circuit.json").read_text())
+    assert formats.from_json(circuit).edges == circuits.circuit(model).edges
+    card = (tmp_path / "api" / "README.md").read_text()
+    assert "- `program.json`: the RASP program" in card and "- `circuit.json`: the circuit" in card
+    loaded = saving.load_model(tmp_path / "api")
+    tokens = [model.input_encoder.bos_token, "b", "a", "a"]
+    with jax.disable_jit():
+        assert loaded.apply(tokens).decoded == model.apply(tokens).decoded
+    assert loaded.program(["b", "a", "a"]) == ["a", "a", "b"]  # program.json, rebuilt

@@ -116,7 +116,8 @@ def test_files_are_plain_json_and_safetensors(tmp_path):
     hist = lib.make_hist()
     model = compiling.compile_rasp_to_model(hist, {"a", "b"}, 2)
     saving.save_model(model, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["model.json", "model.safetensors", "program.json"]
     doc = json.loads((tmp_path / "model.json").read_text())
     assert doc["format_version"] == saving.FORMAT_VERSION
     assert doc["config"]["activation_function"] == "relu"
@@ -508,9 +509,11 @@ def test_hub_folder_loads_back_and_describes_the_model(tmp_path):
     saving.save_model(model, tmp_path, metadata=meta, hub=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "README.md",
+        "circuit.json",
         "config.json",
         "model.json",
         "model.safetensors",
+        "program.json",
         "vocab.json",
     ]
     loaded = saving.load_model(tmp_path)

@@ -206,4 +206,5 @@ def compile_rasp_to_model_with_report(
         )
     if check:
         invariants.check_spec(model)
+    model.program = original  # as the user wrote it (before lowering); saving writes it
     return model, report

@@ -15,12 +15,20 @@ folding, no centring), `normalization_type=None`, the activation, attention
 direction and unembedding come from `model.spec`, and `use_attn_result`,
 `use_split_qkv_input` and `use_hook_mlp_in` are set in the config.
 
-One difference to know: TransformerLens 4.3's native bridge fires
-`hook_mlp_in` but not `attn.hook_result` or `hook_q_input`/`hook_k_input`/
-`hook_v_input` (its `AttentionBridge` has no per-head fork; it raises if they
-are requested with `set_use_attn_result`). Per-head values are in
-`attn.hook_z` ([B, T, H, d_head]); a head's contribution to the residual is
-`hook_z[:, :, h] @ W_O[h]`. `HookedTransformer` fires all of them.
+Per-head hooks on 4.3: its native bridge's `AttentionBridge.forward`
+(model_bridge/generalized_components/attention.py) hands the whole attention to
+the native module, so `attn.hook_result` and `hook_q_input`/`hook_k_input`/
+`hook_v_input` exist but never fire, whatever the config says, and
+`set_use_attn_result(True)` raises (`_validate_attention_fork_supported` in
+model_bridge/transformer_bridge.py: only `JointQKVAttentionBridge` and
+`PositionEmbeddingsAttentionBridge` fork per head). `_fire_head_hooks` makes
+them fire, with HookedTransformer's shapes and meaning, through torch forward
+hooks on the bridge's own Q/K/V/O linears: `hook_{q,k,v}_input` [B, T, H, D]
+(the residual copied per head; head h's projection reads copy h) and
+`hook_result` [B, T, H, D] (each head's output before the sum, b_O excluded).
+An edit in one of them changes the output by exactly its effect; an unedited
+run gives bit-for-bit the bridge's own output. `HookedTransformer` (3.x) fires
+them itself.
 """
 
 from __future__ import annotations
@@ -80,8 +88,85 @@ class LensModel:
     def decode_batch(self, batch: Sequence[Sequence[Any]]) -> List[List[Any]]:
         """Decoded values of inputs of any lengths; PAD keys are masked out of attention."""
         ids, mask, lengths = self.batch(batch)
-        logits = self.model(ids, attention_mask=mask)
+        if _ignores_padding(self.model):
+            logits = self.model.run_with_hooks(
+                ids, attention_mask=mask, fwd_hooks=[(_is_attn_scores, _hide_keys(mask))]
+            )
+        else:
+            logits = self.model(ids, attention_mask=mask)
         return [self.codec.decode(row[:n]) for row, n in zip(logits, lengths)]
+
+
+def _ignores_padding(lens: Any) -> bool:
+    """A bidirectional HookedTransformer (3.x): it drops `attention_mask` from attention.
+
+    TransformerLens 3.9's `AbstractAttention.forward`
+    (components/abstract_attention.py) applies the padding mask only inside
+    `apply_causal_mask`, which runs for `attention_dir="causal"` alone, so PAD
+    keys would be attended to. The 4.x bridge masks them either way.
+    """
+    cfg = getattr(lens, "cfg", None)
+    return type(lens).__name__ == "HookedTransformer" and cfg.attention_dir != "causal"
+
+
+def _is_attn_scores(name: str) -> bool:
+    return name.endswith("attn.hook_attn_scores")
+
+
+def _hide_keys(mask: torch.Tensor):
+    keep = mask.bool()[:, None, None, :]  # [B, 1, 1, T]: keys to keep
+
+    def hook(scores: torch.Tensor, hook: Any) -> torch.Tensor:
+        return scores.masked_fill(~keep, float("-inf"))  # BOS is always kept: no empty row
+
+    return hook
+
+
+def _fire_head_hooks(bridge: Any) -> None:
+    """Makes `attn.hook_result` and `hook_{q,k,v}_input` fire on a native bridge.
+
+    Each is a torch forward hook on the linear the bridge already runs: it
+    computes the per-head tensor, passes it through the HookPoint (so
+    run_with_cache, run_with_hooks and nnsight see and edit it), and adds the
+    effect of any edit to the linear's own output. The added term is exactly
+    zero when nothing was edited, so outputs stay those of the bridge.
+    """
+    n_heads, d_head = bridge.cfg.n_heads, bridge.cfg.d_head
+    for block in bridge.blocks:
+        attn = block.attn
+        for name in ("q", "k", "v"):
+            linear = getattr(attn, name).original_component
+            linear.register_forward_hook(
+                _qkv_input_hook(getattr(attn, f"hook_{name}_input"), n_heads)
+            )
+        attn.o.original_component.register_forward_hook(
+            _result_hook(attn.hook_result, n_heads, d_head)
+        )
+
+
+def _qkv_input_hook(hook_point: Any, n_heads: int):
+    def forward_hook(linear: torch.nn.Linear, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        x = inputs[0]  # [B, T, D]: the residual every head reads
+        fork = x.unsqueeze(-2).expand(*x.shape[:-1], n_heads, x.shape[-1])  # [B, T, H, D]
+        clean = fork.clone()
+        edited = hook_point(fork.clone())
+        w = linear.weight.view(n_heads, -1, x.shape[-1])  # [H, K, D]
+        delta = torch.einsum("bthd,hkd->bthk", edited - clean, w)
+        return output + delta.reshape(output.shape)
+
+    return forward_hook
+
+
+def _result_hook(hook_point: Any, n_heads: int, d_head: int):
+    def forward_hook(linear: torch.nn.Linear, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        z = inputs[0]  # [B, T, H * K]
+        w = linear.weight.view(-1, n_heads, d_head)  # [D, H, K]
+        per_head = torch.einsum("bthk,dhk->bthd", z.view(*z.shape[:-1], n_heads, d_head), w)
+        clean = per_head.clone()
+        edited = hook_point(per_head)
+        return output + (edited - clean).sum(dim=-2)
+
+    return forward_hook
 
 
 def _bridge(export: tl_export.TransformerLensExport, dtype: torch.dtype):
@@ -92,6 +177,7 @@ def _bridge(export: tl_export.TransformerLensExport, dtype: torch.dtype):
     bridge = TransformerBridge.boot_native(cfg, dtype=dtype)
     state = {k: torch.as_tensor(v.copy(), dtype=dtype) for k, v in export.state_dict.items()}
     bridge.load_state_dict(convert_tl_checkpoint(state, cfg), strict=True)
+    _fire_head_hooks(bridge)
     return bridge.eval()
 
 

@@ -1,6 +1,7 @@
 """Save a compiled model to a directory and load it back, without pickle.
 
-A saved model is a directory with two files::
+A saved model is a directory with two files (and program.json, the RASP
+program without lambdas, when the program is known: see `tracr.io.program`)::
 
     model.json         format version, model config, vocabulary (types kept),
                        BOS/PAD tokens, output encoding, residual labels,
@@ -43,14 +44,15 @@ naming the file and the problem.
 
 Token and output values keep their Python type: each is written as
 `{"type": "int" | "float" | "str" | "bool" | "tuple", "value": ...}`, so a
-vocabulary {1, "1", True} survives the round trip.
+vocabulary {1, "1", True} survives the round trip (`tracr.io.values`, the one
+encoder every tracr file uses).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
+import logging
 import os
 import pathlib
 import zipfile
@@ -62,6 +64,10 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from tracr.io import program as program_io
+from tracr.io.values import decode_value, encode_value  # noqa: F401 (re-exported)
+from tracr.io.values import typed_key as _typed_key
+from tracr.rasp import rasp
 from tracr.transformer import assembled, encoder
 from tracr.transformer import spec as spec_lib
 
@@ -76,7 +82,6 @@ _PARAMS_FILES = {2: NPZ_PARAMS_FILE, 3: PARAMS_FILE}
 # model.json larger than this is refused before parsing (a real one is a few KiB
 # plus the labels: about 30 bytes per residual dimension).
 _MAX_JSON_BYTES = 64 * 1024 * 1024
-_MAX_TUPLE_DEPTH = 16
 # Bounds on config integers, so that a hostile file cannot make the loader
 # build huge name tables before it looks at the arrays.
 _MAX_LAYERS = 10_000
@@ -84,6 +89,7 @@ _MAX_SIZE = 1 << 24
 _ACTIVATIONS = {"relu": jax.nn.relu}
 
 PathLike = Union[str, os.PathLike]
+_LOG = logging.getLogger(__name__)
 
 _TOP_KEYS = {
     "format",
@@ -112,76 +118,6 @@ _CONFIG_KEYS = {
 }
 _INPUT_KEYS = {"tokens", "bos_token", "pad_token"}
 _PARAMS_KEYS = {"file", "sha256"}
-
-
-# --------------------------------------------------------------------------
-# Typed values: JSON keeps 1, 1.0, "1" and true apart only if we say which.
-
-
-def encode_value(value: Any) -> Dict[str, Any]:
-    """A token or output value as `{"type": ..., "value": ...}`.
-
-    Raises:
-      ValueError: the value is not an int, float, str, bool or tuple of
-        those, or is a non-finite float.
-    """
-    if isinstance(value, (bool, np.bool_)):
-        return {"type": "bool", "value": bool(value)}
-    if isinstance(value, (int, np.integer)):
-        return {"type": "int", "value": int(value)}
-    if isinstance(value, (float, np.floating)):
-        if not math.isfinite(value):
-            raise ValueError(f"Cannot save the non-finite value {value!r}: JSON has no NaN/inf.")
-        return {"type": "float", "value": float(value)}
-    if isinstance(value, str):
-        return {"type": "str", "value": value}
-    if isinstance(value, tuple):
-        return {"type": "tuple", "value": [encode_value(v) for v in value]}
-    raise ValueError(
-        f"Cannot save the value {value!r} of type {type(value).__name__}: saved models "
-        "support int, float, str, bool and tuples of those as tokens and outputs."
-    )
-
-
-def decode_value(item: Any, where: str, _depth: int = 0) -> Any:
-    """Inverse of `encode_value`, checking the shape of `item`.
-
-    Raises:
-      ValueError: `item` is not a well-formed typed value.
-    """
-    if _depth > _MAX_TUPLE_DEPTH:
-        raise ValueError(f"{where}: tuples nested more than {_MAX_TUPLE_DEPTH} deep.")
-    if not isinstance(item, dict) or set(item) != {"type", "value"}:
-        raise ValueError(
-            f"{where}: expected a typed value {{'type': ..., 'value': ...}}, got {item!r}."
-        )
-    kind, value = item["type"], item["value"]
-    checks = {
-        "bool": lambda v: isinstance(v, bool),
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        "str": lambda v: isinstance(v, str),
-        "tuple": lambda v: isinstance(v, list),
-    }
-    if kind not in checks:
-        raise ValueError(f"{where}: unknown value type {kind!r}; expected one of {sorted(checks)}.")
-    if not checks[kind](value):
-        raise ValueError(f"{where}: a value of type {kind!r} cannot be {value!r}.")
-    if kind == "float":
-        value = float(value)
-        if not math.isfinite(value):
-            raise ValueError(f"{where}: non-finite float {value!r}.")
-        return value
-    if kind == "tuple":
-        return tuple(decode_value(v, f"{where}[{i}]", _depth + 1) for i, v in enumerate(value))
-    return value
-
-
-def _typed_key(value: Any) -> Tuple[str, Any]:
-    """A key under which 1, 1.0 and True stay distinct (for duplicate checks)."""
-    if isinstance(value, tuple):
-        return ("tuple", tuple(_typed_key(v) for v in value))
-    return (type(value).__name__, value)
 
 
 # --------------------------------------------------------------------------
@@ -430,6 +366,7 @@ def save_model(
     metadata: Optional[Mapping[str, str]] = None,
     overwrite: bool = False,
     hub: bool = False,
+    program: Optional[Any] = None,
 ) -> pathlib.Path:
     """Writes a compiled model to `directory` (created if needed).
 
@@ -441,8 +378,14 @@ def save_model(
         records the program, vocabulary and certificate here).
       overwrite: replace a model already saved in `directory` (CLI: --force).
       hub: also write a Hugging Face Hub-ready folder: config.json
-        (TransformerLens config), vocab.json and a README model card (see
-        `tracr.io.bundle`).
+        (TransformerLens config), vocab.json, circuit.json and a README model
+        card (see `tracr.io.bundle`).
+      program: the RASP program the model computes (default: `compiled.program`,
+        which the compiler and `load_model` set). When known, it is written as
+        program.json (`tracr.io.program`: lambda-free, functions as tables over
+        the model's value sets). A program that has no such form is skipped,
+        with the reason in the model card (hub) or the log; a program.json from
+        an earlier save in `directory` is removed rather than left stale.
 
     Returns:
       The directory, as a path.
@@ -453,6 +396,11 @@ def save_model(
         an activation other than relu, layer norm, unsupported token types).
     """
     directory = pathlib.Path(directory)
+    if program is not None and not isinstance(program, rasp.SOp):
+        raise TypeError(
+            f"program must be the rasp.SOp the model was compiled from, got "
+            f"{type(program).__name__}: {program!r:.100}."
+        )
     if (directory / CONFIG_FILE).exists() and not overwrite:
         raise FileExistsError(
             f"{directory} already holds a saved model; pass overwrite=True (tracr: --force) "
@@ -478,6 +426,10 @@ def save_model(
         if flat[name].shape != shape:
             raise ValueError(f"model.params[{name!r}] has shape {flat[name].shape}, want {shape}.")
 
+    program_doc, program_note = _program_document(
+        compiled.program if program is None else program, compiled
+    )
+
     parts = content_parts(config_json, flat)
     total = _total(parts)
     directory.mkdir(parents=True, exist_ok=True)
@@ -498,11 +450,42 @@ def save_model(
     config_json["content_hash"] = {"sha256": total, "parts": parts}
     text = json.dumps(config_json, indent=1, allow_nan=False, ensure_ascii=True) + "\n"
     _write_atomically(directory / CONFIG_FILE, text.encode("ascii"))
+    program_path = directory / program_io.PROGRAM_FILE
+    if program_doc is None:
+        program_path.unlink(missing_ok=True)  # an earlier save's program, not this model's
+        if program_note and not hub:
+            _LOG.warning("%s: %s not written: %s", directory, program_io.PROGRAM_FILE, program_note)
+    else:
+        program_text = json.dumps(program_doc, separators=(",", ":"), allow_nan=False)
+        _write_atomically(program_path, (program_text + "\n").encode("ascii"))
     if hub:
         from tracr.io import bundle
 
-        bundle.write_hub_files(compiled, directory, metadata=dict(metadata or {}))
+        bundle.write_hub_files(
+            compiled, directory, metadata=dict(metadata or {}), program_note=program_note
+        )
     return directory
+
+
+def _program_document(
+    program: Any, compiled: assembled.AssembledTransformerModel
+) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """(program.json's document, None), or (None, why there is none)."""
+    if program is None:
+        return None, "the program is not known (pass save_model(..., program=...))"
+    if compiled.spec is None:
+        return None, "the model has no spec, so its vocabulary and max_seq_len are unknown"
+    from tracr.transformer import inputs
+
+    try:
+        doc = program_io.program_to_json(
+            program, inputs.domain_tokens(compiled.spec), compiled.spec.max_seq_len
+        )
+    except program_io.ProgramNotWritable as e:
+        return None, e.reason
+    except (TypeError, ValueError, NotImplementedError) as e:  # the model still saves
+        return None, f"{type(e).__name__}: {e}"
+    return doc, None
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -828,7 +811,29 @@ def load_model(directory: PathLike) -> assembled.AssembledTransformerModel:
     )
     if version >= 3:
         _check_content_hash(doc, flat, where)
-    return assembled.build_assembled_model(_unflatten_params(flat), model_spec)
+    model = assembled.build_assembled_model(_unflatten_params(flat), model_spec)
+    model.program = _read_program(directory, model_spec)
+    return model
+
+
+def _read_program(directory: pathlib.Path, model_spec: spec_lib.ModelSpec) -> Any:
+    """The program of program.json, if the folder has one (checked against the model)."""
+    path = directory / program_io.PROGRAM_FILE
+    if not path.exists():
+        return None
+    from tracr.transformer import inputs
+
+    program, vocab, max_seq_len = program_io.load_program_with_domain(path)
+    tokens = inputs.domain_tokens(model_spec)
+    if sorted(map(_typed_key, vocab), key=repr) != sorted(map(_typed_key, tokens), key=repr) or (
+        max_seq_len != model_spec.max_seq_len
+    ):
+        raise ValueError(
+            f"{path} was written for vocabulary {vocab!r} and max_seq_len {max_seq_len}, but the "
+            f"model has {list(tokens)!r} and {model_spec.max_seq_len}: it belongs to another "
+            "model; delete it or save the model again."
+        )
+    return program
 
 
 def _read_spec(doc: Mapping[str, Any], where: str) -> spec_lib.ModelSpec:

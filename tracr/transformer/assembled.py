@@ -61,6 +61,9 @@ class AssembledTransformerModel:
     output_encoder: Optional[encoder.Encoder] = None
     unembed_matrix: Optional[np.ndarray] = None  # [D, O]: residual -> output space
     spec: Optional[spec_lib.ModelSpec] = None  # the compiler's description of this model
+    # The RASP program (a rasp.SOp) this model was compiled from, or rebuilt from a saved
+    # program.json; None when unknown. `tracr.io.save_model` writes it as program.json.
+    program: Optional[Any] = dataclasses.field(default=None, repr=False, compare=False)
     # (max_batch, mesh) -> (content, BatchRunner), built on the first apply_batch call;
     # `content` is what the runner was built from (see `_content`).
     _batch_runners: Dict[int, Any] = dataclasses.field(

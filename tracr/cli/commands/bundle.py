@@ -9,16 +9,13 @@ from tracr.cli.errors import UsageError
 
 
 def cmd_bundle(args: argparse.Namespace) -> int:
-    from tracr.circuits import formats
     from tracr.io import saving
 
     if not os.path.isdir(args.model):
         raise UsageError(f"MODEL_DIR {args.model!r} is not a directory written by `tracr compile`.")
-    model = saving.load_model(args.model)
+    model = saving.load_model(args.model)  # with its program, if MODEL_DIR has program.json
     metadata = saving.load_metadata(args.model)
-    saving.save_model(model, args.output, metadata=metadata, overwrite=args.force, hub=True)
-    # The verified circuit goes with the weights (tracr.circuits' JSON, read by formats.from_json).
-    formats.write_circuit(model, "json", os.path.join(args.output, "circuit.json"))
+    out = saving.save_model(model, args.output, metadata=metadata, overwrite=args.force, hub=True)
     print(f"wrote a Hub-ready folder for {metadata.get('program', args.model)} to {args.output}:")
-    print("  model.json, model.safetensors, config.json, vocab.json, circuit.json, README.md")
+    print("  " + ", ".join(sorted(p.name for p in out.iterdir() if p.is_file())))
     return 0
