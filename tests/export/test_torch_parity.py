@@ -27,18 +27,15 @@ ATOL = 1e-5
 
 
 def _reference(model, inputs):
-    """JAX: ids [B, T], decoded lists (as `apply`) and residuals [B, T, D] per sublayer."""
+    """JAX: ids [B, T], decoded lists (as `apply`, None included) and residuals [B, T, D]
+    per sublayer."""
     lens_ids = [[model.input_encoder.bos_token, *x] for x in inputs]
     ids = np.full((len(inputs), MAX_SEQ_LEN + 1), model.spec.input.pad_id, dtype=np.int64)
     for i, x in enumerate(lens_ids):
         ids[i, : len(x)] = model.input_encoder.encode(x)
     with jax.disable_jit():  # one eager call: cheaper than compiling each model
         out = model.forward(model.params, jnp.asarray(ids, dtype=jnp.int32))
-    unembedded = np.asarray(out.unembedded_output)
-    decoded = []
-    for x, row in zip(lens_ids, unembedded):
-        values = model.output_encoder.decode(row[: len(x)].tolist())
-        decoded.append([model.input_encoder.bos_token, *values[1:]])
+    decoded = model.apply_batch(lens_ids)  # as `apply`: None where no output is active
     residuals = [np.asarray(r) for r in out.transformer_output.residuals]
     return lens_ids, ids, decoded, residuals
 
@@ -82,6 +79,17 @@ def test_torch_module_and_transformer_lens_match_apply(case):
         theirs.append(cache[f"blocks.{layer}.hook_resid_mid"].numpy())
         theirs.append(cache[f"blocks.{layer}.hook_resid_post"].numpy())
     _assert_residuals_match(residuals, theirs, real)
+
+
+def test_positions_without_an_output_decode_as_none_in_both_torch_models():
+    """shift_by has no value at its first positions: apply gives None, so must torch."""
+    case = CASES_BY_NAME["shift_by"]
+    model = _compile(case)
+    tokens = [[model.input_encoder.bos_token, *x] for x in case.vocab]
+    want = [model.apply(x).decoded for x in tokens]
+    assert all(w[1] is None for w in want)
+    assert to_torch_module(model).decode_batch(tokens) == want
+    assert to_transformer_lens_model(model).decode_batch(tokens) == want
 
 
 def test_transformer_lens_model_config_comes_from_the_spec():

@@ -1,10 +1,12 @@
-"""Tokens in, decoded values out: the encoders of a compiled model, for torch exports.
+"""Tokens in, decoded values out: the compiled model's codec, for torch exports.
 
 Both torch exports (the plain module and the TransformerLens model) take the
 same inputs as `model.apply` (a list starting with the BOS token) and decode
-their logits exactly as `apply` does: categorical outputs by argmax over the
-output values, numerical outputs as logit 0. Batches are padded with PAD,
-which the attention mask hides.
+their logits exactly as `apply` does, through the one codec of
+`tracr.transformer.inputs`: categorical outputs by argmax over the output
+values, None where no output score reaches `spec.ACTIVE_THRESHOLD`;
+numerical outputs as logit 0. Batches are padded with PAD, which the
+attention mask hides.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
-from tracr.transformer import assembled, encoder
+from tracr.transformer import assembled, inputs
 from tracr.transformer import spec as spec_lib
 
 
@@ -32,34 +34,32 @@ def require_spec(model: assembled.AssembledTransformerModel) -> spec_lib.ModelSp
 
 @dataclasses.dataclass(frozen=True)
 class TokenCodec:
-    """Encodes inputs to ids and decodes logits, as `model.apply` does."""
+    """Encodes inputs to ids and decodes logits, as `model.apply` does
+    (`inputs.Codec` with torch tensors accepted)."""
 
-    input_encoder: encoder.CategoricalEncoder
-    output_encoder: encoder.Encoder
+    codec: inputs.Codec
     categorical: bool
-    pad_id: int
 
     @classmethod
     def from_spec(cls, spec: spec_lib.ModelSpec) -> "TokenCodec":
-        input_encoder, output_encoder = assembled.encoders_from_spec(spec)
         if spec.input.pad_id is None:
             raise ValueError("model.spec.input has no PAD token; compiled models always have one.")
-        return cls(input_encoder, output_encoder, spec.output.categorical, spec.input.pad_id)
+        return cls(inputs.Codec.from_spec(spec), spec.output.categorical)
+
+    @property
+    def pad_id(self) -> int:
+        return self.codec.pad_id
 
     def encode(self, tokens: Sequence[Any]) -> List[int]:
         """Ids of one input that starts with BOS (errors as `model.apply`)."""
-        return self.input_encoder.encode(list(tokens))
+        return self.codec.encode([list(tokens)]).ids[0].tolist()
 
     def encode_batch(self, batch: Sequence[Sequence[Any]]) -> Tuple[np.ndarray, List[int]]:
         """[B, T] ids, right-padded with PAD, and the length of each input."""
         if not batch:
             raise ValueError("batch is empty; give at least one input.")
-        rows = [self.encode(tokens) for tokens in batch]
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = row
-        return ids, [len(r) for r in rows]
+        encoded = self.codec.encode([list(tokens) for tokens in batch])
+        return encoded.ids.astype(np.int64), encoded.lengths.tolist()
 
     def keep_mask(self, token_ids):
         """True where a position may be attended to (every position but PAD)."""
@@ -68,7 +68,5 @@ class TokenCodec:
     def decode(self, logits) -> List[Any]:
         """Decoded values of one sequence of logits [T, O]; position 0 is the BOS token."""
         logits = np.asarray(logits.detach().float().cpu() if hasattr(logits, "detach") else logits)
-        raw = logits.argmax(-1) if self.categorical else logits[..., 0]
-        decoded = self.output_encoder.decode(raw.tolist())
-        decoded[0] = self.input_encoder.bos_token
-        return decoded
+        raw = inputs.categorical_ids(logits) if self.categorical else logits[..., 0]
+        return self.codec.decode(raw[None], np.array([len(raw)]))[0]
