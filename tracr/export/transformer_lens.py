@@ -34,7 +34,8 @@ Conventions that make the two models agree:
   model also hides PAD keys from attention: pass TransformerLens an
   `attention_mask` of `tokens != pad_token_id` when a batch is padded.
 - Output: categorical programs decode by argmax over the logits
-  (`output_values[argmax]`); numerical programs read `logits[..., 0]`.
+  (`output_values[argmax]`), None where no logit reaches
+  `spec.ACTIVE_THRESHOLD` (as `apply`); numerical programs read `logits[..., 0]`.
 """
 
 from __future__ import annotations
