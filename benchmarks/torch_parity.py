@@ -32,6 +32,7 @@ import torch  # noqa: E402
 from tracr.compiler import certificate, compiling, equivalence  # noqa: E402
 from tracr.compiler.library_cases import LIBRARY_CASES  # noqa: E402
 from tracr.export import to_torch_module, to_transformer_lens_model  # noqa: E402
+from tracr.rasp import causal_eval, rasp  # noqa: E402
 
 
 def _residual_error(reference, ours, real) -> float:
@@ -39,9 +40,7 @@ def _residual_error(reference, ours, real) -> float:
 
 
 def _bf16_ok(model, program, case, inputs, batch) -> bool:
-    evaluate = (
-        equivalence.causal_eval.evaluate if case.supports_causal else equivalence.rasp.evaluate
-    )
+    evaluate = causal_eval.evaluate if case.supports_causal else rasp.evaluate
     numerical = not model.spec.output.categorical
     for exported in (to_torch_module, to_transformer_lens_model):
         decoded = exported(model, dtype=torch.bfloat16).decode_batch(batch)
