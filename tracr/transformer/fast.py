@@ -39,11 +39,19 @@ Fused: token and position embeddings into one table `[V, T, E]`; the query,
 key and value projections of all heads of a sublayer into one matmul, except
 the factors that only select (one non-zero per column, e.g. a query that
 reads a one-hot block), which are one gather (`Projection`); MLP and output
-matrices that only select are gathers too. Q and K are kept as factors (never
-wider than W_QK's rank), and the arithmetic, including the division of the
-logits by sqrt(key_size), is the full model's: a dot product whose other
-terms are exact zeros equals its one non-zero product. Categorical outputs
-are the same ids wherever the program has a value (the tests check it);
+matrices that only select are gathers too. Matrices with few non-zeros (a
+compiled MLP reads a few one-hot directions per hidden unit) are kept sparse,
+as their non-zeros; an MLP whose two matrices select or are sparse runs one
+column at a time, as sums of its non-zero products that XLA fuses into one
+loop, with no matmul. Attention logits of small key sizes are unrolled sums
+of K products over [B, T, T], reading gathered or sparse query and key
+columns directly. Categorical outputs are decoded by a fused comparison chain
+(`categorical_ids`). Q and K are kept as factors (never wider than W_QK's
+rank), and the arithmetic, including the division of the logits by
+sqrt(key_size), is the full model's: a dot product whose other terms are
+exact zeros equals its sum of non-zero products (in row order, where the
+full model's matmul may add them in another order). Categorical outputs are
+the same ids wherever the program has a value (the tests check it);
 numerical ones agree to float32 rounding.
 
 Glossary of shape letters: B batch, T sequence length (BOS included), V
@@ -63,7 +71,7 @@ import numpy as np
 
 from tracr.transformer import attention, inputs
 from tracr.transformer.model import TransformerConfig
-from tracr.transformer.spec import ModelSpec
+from tracr.transformer.spec import ACTIVE_THRESHOLD, ModelSpec
 from tracr.transformer.spec import param_name as _param_name
 
 Array = jax.Array
@@ -72,6 +80,26 @@ Array = jax.Array
 def _selects(w: np.ndarray) -> bool:
     """True when every column of the [R_in, F] matrix `w` holds exactly one non-zero."""
     return bool(w.shape[1]) and bool(np.all(np.count_nonzero(w, axis=0) == 1))
+
+
+# A matrix that is not a selection is kept sparse, as its non-zeros, when it
+# has at most this many and at most this fraction of its entries: compiled MLPs
+# read a few one-hot directions per hidden unit, and summing those few products
+# costs far less than a dense matmul over all of them.
+SPARSE_MAX_TERMS = 1024
+SPARSE_MAX_DENSITY = 0.25
+SPARSE_ANY_SIZE = 256  # matrices this small are sparse at any density (matmul overhead)
+
+
+def _sparse_enough(w: np.ndarray) -> bool:
+    """True when the [R_in, F] matrix `w` is worth storing sparse (see `Projection`)."""
+    nnz = int(np.count_nonzero(w))
+    return (
+        bool(w.shape[1])
+        and nnz <= SPARSE_MAX_TERMS
+        and (nnz <= SPARSE_MAX_DENSITY * w.size or w.size <= SPARSE_ANY_SIZE)
+        and bool(np.all(np.any(w != 0, axis=0)))
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,16 +111,33 @@ class Projection:
     to one value). Such a matrix is stored as the row each column reads
     (`index`) and that entry (`scale`, None when all are 1), and applied as
     `x[..., index] * scale`: the one non-zero product of the dot, the same
-    number, without the zero terms. Other matrices are stored dense in `w`.
+    number, without the zero terms.
+
+    A sparse matrix (few non-zeros, `SPARSE_MAX_TERMS`) is stored as its
+    non-zeros: `index` holds, for each column, the tuple of rows it reads,
+    and `scale` the entries, column by column; column j is the sum of its
+    products in row order. Other matrices are stored dense in `w`. Only the
+    stored numbers are parameters (leaves): the structural zeros stay zero.
     """
 
-    w: Optional[Array]  # [R_in, F], or None for a selection
-    scale: Optional[Array]  # [F] for a selection whose entries are not all 1
-    index: Optional[Tuple[int, ...]]  # the row each column reads, for a selection
+    w: Optional[Array]  # [R_in, F], or None for a selection or a sparse matrix
+    scale: Optional[Array]  # [F] (selection; None when all are 1) or [nnz] (sparse)
+    index: Optional[tuple]  # selection: the row of each column; sparse: the rows of each
     width: int  # F
 
+    @property
+    def sparse(self) -> bool:
+        """True for a sparse matrix (`index` holds a tuple of rows per column)."""
+        return bool(self.index) and isinstance(self.index[0], tuple)
+
+    @property
+    def selects(self) -> bool:
+        """True for a selection (one row per column)."""
+        return self.index is not None and not self.sparse
+
     @classmethod
-    def from_matrix(cls, w: np.ndarray, dtype) -> "Projection":
+    def from_matrix(cls, w: np.ndarray, dtype, *, sparse: bool = False) -> "Projection":
+        """`w` as a selection where it selects, else sparse (if allowed and small), else dense."""
         if _selects(w):
             rows = np.argmax(w != 0, axis=0)
             scale = w[rows, np.arange(w.shape[1])]
@@ -102,12 +147,40 @@ class Projection:
                 index=tuple(int(r) for r in rows),
                 width=int(w.shape[1]),
             )
+        if sparse and _sparse_enough(w):
+            index = tuple(tuple(int(r) for r in np.flatnonzero(col)) for col in w.T)
+            values = np.concatenate([w[list(rows), j] for j, rows in enumerate(index)])
+            return cls(
+                w=None, scale=jnp.asarray(values, dtype=dtype), index=index, width=int(w.shape[1])
+            )
         return cls(w=jnp.asarray(w, dtype=dtype), scale=None, index=None, width=int(w.shape[1]))
+
+    def columns(self, column: Callable[[int], Array]) -> List[Array]:
+        """The F output columns ([...] each, float32 for bfloat16 inputs), given input columns.
+
+        Only for selections and sparse matrices; `column(r)` is input column r.
+        """
+        if self.sparse:
+            out, k = [], 0
+            for rows in self.index:
+                y = None
+                for r in rows:
+                    term = column(r) * self.scale[k].astype(jnp.float32)
+                    y = term if y is None else y + term
+                    k += 1
+                out.append(y)
+            return out
+        cols = [column(r) for r in self.index]
+        if self.scale is None:
+            return cols
+        return [c * self.scale[j].astype(c.dtype) for j, c in enumerate(cols)]
 
     def __call__(self, x: Array) -> Array:
         """[..., R_in] -> [..., F]; bfloat16 inputs give float32 (as `_dot`)."""
         if self.index is None:
             return _dot(x, self.w)
+        if self.sparse:
+            return jnp.stack(self.columns(lambda r: x[..., r].astype(jnp.float32)), axis=-1)
         y = _take(x, self.index) if self.index else jnp.zeros((*x.shape[:-1], 0), x.dtype)
         if x.dtype != jnp.float32:
             y = y.astype(jnp.float32)
@@ -226,10 +299,13 @@ class LeanWeights:
                     f" gathered={s.gathered.width}/{s.qkv_width}"
                 )
             else:
-                gathers = [n for n, p in (("w_1", s.w_1), ("w_2", s.w_2)) if p.index is not None]
+                pairs = (("w_1", s.w_1), ("w_2", s.w_2))
+                gathers = [n for n, p in pairs if p.selects]
+                sparse = [f"{n}({p.scale.shape[0]})" for n, p in pairs if p.sparse]
                 lines.append(
                     f"{i + 1}: mlp hidden={s.w_1.width} out={s.w_2.width}{reads}"
                     + (f" gathered={','.join(gathers)}" if gathers else "")
+                    + (f" sparse={','.join(sparse)}" if sparse else "")
                 )
         return "\n".join(lines)
 
@@ -399,7 +475,7 @@ def _attention(part: _Part, rows, cols, key_size: int, dtype, reads=()) -> LeanA
         key = (wk[rows][:, h, kd], bk[h, kd])
         value = (wv[rows][:, h, vd], bv[h, vd])
         for w, b in (query, key, value):
-            selects = not np.any(b) and _selects(w)
+            selects = not np.any(b) and (_selects(w) or _sparse_enough(w))
             source = 1 if selects else 0
             head_factors.append((source, widths[source]))
             widths[source] += w.shape[1]
@@ -414,7 +490,7 @@ def _attention(part: _Part, rows, cols, key_size: int, dtype, reads=()) -> LeanA
     return LeanAttention(
         w_qkv=jnp.asarray(np.concatenate(dense_w, axis=1), dtype=dtype) if dense_w else None,
         b_qkv=_bias_or_none(np.concatenate(dense_b), dtype) if dense_b else None,
-        gathered=Projection.from_matrix(gathered, dtype)
+        gathered=Projection.from_matrix(gathered, dtype, sparse=True)
         if gather_w
         else Projection(w=None, scale=None, index=(), width=0),
         w_out=Projection.from_matrix(
@@ -433,9 +509,9 @@ def _mlp(part: _Part, rows, cols, activation, dtype, reads=()) -> LeanMLP:
     w1, b1, w2, b2 = part.arrays
     units = part.units
     return LeanMLP(
-        w_1=Projection.from_matrix(w1[rows][:, units], dtype),
+        w_1=Projection.from_matrix(w1[rows][:, units], dtype, sparse=True),
         b_1=_bias_or_none(b1[units], dtype),
-        w_2=Projection.from_matrix(w2[units][:, cols], dtype),
+        w_2=Projection.from_matrix(w2[units][:, cols], dtype, sparse=True),
         b_2=_bias_or_none(b2[cols], dtype),
         activation=activation,
         reads=tuple(reads),
@@ -660,24 +736,61 @@ def _dot(x: Array, w: Array) -> Array:
     return jnp.matmul(x, w, preferred_element_type=jnp.float32)
 
 
+# Key sizes up to this are summed term by term: for the few key dimensions of
+# compiled heads, a batched matmul of [T, K] by [K, T] blocks costs more in
+# overhead than one fused loop of K products over [B, T, T].
+UNROLL_KEY_SIZE = 16
+
+
+def _logits(q: Sequence[Array], k: Sequence[Array]) -> Array:
+    """K query columns [..., T] and K key columns [..., S] -> [..., T, S] dot products."""
+    logits = q[0][..., :, None] * k[0][..., None, :]
+    for qi, ki in zip(q[1:], k[1:]):
+        logits = logits + qi[..., :, None] * ki[..., None, :]
+    return logits
+
+
 def _attend(s: LeanAttention, x: Array, attn_mask: Array) -> Array:
-    sources = [None, s.gathered(x) if s.gathered.width else None]  # [B, T, F_*]
+    f32 = x.dtype != jnp.float32
+    dtype = jnp.float32 if f32 else x.dtype
+    # The query, key and value factors come from a dense matmul (source 0) or
+    # from the gathered projection (source 1), which, when it selects or is
+    # sparse, is read one column at a time: XLA fuses those columns into the
+    # logits' loop instead of materialising them.
+    dense = None
     if s.w_qkv is not None:
-        sources[0] = _dot(x, s.w_qkv)
+        dense = _dot(x, s.w_qkv)
         if s.b_qkv is not None:
-            sources[0] = sources[0] + s.b_qkv
-    dtype = jnp.float32 if x.dtype != jnp.float32 else x.dtype
+            dense = dense + s.b_qkv
+    by_columns = s.gathered.width and s.gathered.index is not None
+    if by_columns:
+        gathered = s.gathered.columns(lambda r: x[..., r].astype(dtype))
+    else:
+        gathered = s.gathered(x) if s.gathered.width else None
+
+    def factor(src: int, start: int, width: int, columns: bool):
+        if not width:
+            return [] if columns else jnp.zeros((*x.shape[:-1], 0), dtype)
+        if src == 1 and by_columns:
+            cols = gathered[start : start + width]
+            return cols if columns else jnp.stack(cols, axis=-1)
+        array = (dense if src == 0 else gathered)[..., start : start + width]
+        return [array[..., i] for i in range(width)] if columns else array
+
     # Exactly the Haiku attention's division, so that the logits are the same numbers.
     scale = np.sqrt(s.logit_key_size).astype(dtype)
     masked = jnp.asarray(attention.MASKED_LOGIT, dtype)
     outs = []
     for (q, k, v), key_size, value_size in zip(s.factors, s.key_sizes, s.value_sizes):
-        q, k, v = (
-            sources[src][..., start : start + width]
-            for (src, start), width in zip((q, k, v), (key_size, key_size, value_size))
-        )
-        logits = jnp.einsum("...tk,...sk->...ts", q, k) / scale
-        logits = jnp.where(attn_mask, logits, masked)
+        if not key_size:
+            logits = jnp.zeros(attn_mask.shape, dtype)
+        elif key_size <= UNROLL_KEY_SIZE:
+            logits = _logits(factor(*q, key_size, True), factor(*k, key_size, True))
+        else:
+            q_, k_ = factor(*q, key_size, False), factor(*k, key_size, False)
+            logits = jnp.einsum("...tk,...sk->...ts", q_, k_)
+        logits = jnp.where(attn_mask, logits / scale, masked)
+        v = factor(*v, value_size, False)
         outs.append(jnp.einsum("...ts,...sv->...tv", jax.nn.softmax(logits), v))
     if outs:
         values = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
@@ -690,6 +803,8 @@ def _attend(s: LeanAttention, x: Array, attn_mask: Array) -> Array:
 
 
 def _feed_forward(s: LeanMLP, x: Array) -> Array:
+    if s.w_1.index is not None and s.w_2.index is not None and s.w_2.width:
+        return _feed_forward_by_columns(s, x)
     hidden = s.w_1(x)
     if s.b_1 is not None:
         hidden = hidden + s.b_1
@@ -697,6 +812,28 @@ def _feed_forward(s: LeanMLP, x: Array) -> Array:
     if s.b_2 is not None:
         out = out + s.b_2
     return out.astype(x.dtype)
+
+
+def _feed_forward_by_columns(s: LeanMLP, x: Array) -> Array:
+    """`_feed_forward` one column at a time, for gathered or sparse `w_1` and `w_2`.
+
+    The same sums of the same non-zero products, as [B, T] arrays that XLA
+    fuses into one loop: no matmul, no [B, T, M] hidden array. The activation
+    is applied to each hidden column (compiled models' activations are
+    elementwise).
+    """
+    f32 = x.dtype != jnp.float32
+    hidden = s.w_1.columns(lambda r: x[..., r].astype(jnp.float32) if f32 else x[..., r])
+    if s.b_1 is not None:
+        hidden = [h + s.b_1[j].astype(h.dtype) for j, h in enumerate(hidden)]
+    # As `_feed_forward`: the activation's output in the input dtype.
+    hidden = [s.activation(h).astype(x.dtype) for h in hidden]
+    if f32:
+        hidden = [h.astype(jnp.float32) for h in hidden]
+    out = s.w_2.columns(lambda j: hidden[j])
+    if s.b_2 is not None:
+        out = [o + s.b_2[j].astype(o.dtype) for j, o in enumerate(out)]
+    return jnp.stack(out, axis=-1).astype(x.dtype)
 
 
 def _concat(segments: Sequence[Array], which: Tuple[int, ...]) -> Array:
@@ -794,8 +931,36 @@ def outputs(weights: LeanWeights, token_ids: Array, mask: Optional[Array] = None
     """
     out = scores(weights, token_ids, mask)
     if weights.categorical_output:
-        return inputs.categorical_ids(out)
+        return categorical_ids(out)
     return out[..., 0]
+
+
+# Output widths up to this are decoded by a chain of elementwise comparisons,
+# which XLA fuses into one loop with the layer before; wider ones by argmax.
+UNROLL_OUTPUT_WIDTH = 16
+
+
+def categorical_ids(scores: Array) -> Array:
+    """`inputs.categorical_ids` of `[..., O]` scores: the same ids, in one fused loop.
+
+    The first index of the largest score (as `argmax`), or `inputs.NO_VALUE`
+    where the largest score is below `spec.ACTIVE_THRESHOLD` or any score is
+    NaN (where `inputs.categorical_ids` finds a NaN maximum).
+    """
+    width = scores.shape[-1]
+    if width == 0 or width > UNROLL_OUTPUT_WIDTH:
+        return inputs.categorical_ids(scores)
+    best = jnp.zeros(scores.shape[:-1], jnp.int32)
+    top = scores[..., 0]  # the largest score so far, first of equals
+    top_nan = top  # jnp.maximum's running max: NaN as soon as one score is NaN
+    for i in range(1, width):
+        x = scores[..., i]
+        better = x > top
+        best = jnp.where(better, jnp.int32(i), best)
+        top = jnp.where(better, x, top)
+        top_nan = jnp.maximum(top_nan, x)
+    active = top_nan >= jnp.asarray(ACTIVE_THRESHOLD, scores.dtype)
+    return jnp.where(active, best, jnp.int32(inputs.NO_VALUE))
 
 
 def lean_weights_from_spec(
