@@ -43,9 +43,11 @@ ForwardFn = Callable[[Any, jax.Array], jax.Array]
 # enough that a chunk of a large compiled program fits in memory.
 DEFAULT_MAX_BATCH = 8192
 # Batches are cut into pipeline chunks of at least this many sequences (and at
-# most PIPELINE_DEPTH chunks), so that decoding one chunk overlaps the next
-# chunk's device work without making calls so small that dispatch dominates.
-PIPELINE_MIN_CHUNK = 256
+# most PIPELINE_DEPTH chunks), so that encoding and decoding one chunk overlap
+# another chunk's device work. Smaller chunks overlap more but cost a dispatch
+# each, and XLA on CPU runs small computations inline, without overlap: on the
+# 2-core CPU, 512 gave the fastest apply_batch at B=1024 (benchmarks/throughput.py).
+PIPELINE_MIN_CHUNK = 512
 PIPELINE_DEPTH = 4
 # On CPU a compiled call loops (`lax.map`, inside the one compiled call) over
 # micro-batches whose widest activation takes about CPU_MICRO_BATCH_BYTES:
