@@ -71,7 +71,6 @@ PROGRAM_FILE = "program.json"
 # (the file would be large, and so is the model: one MLP row per entry or so).
 MAX_TABLE_ROWS = 200_000
 # Loader bounds, so that a hostile file cannot make us build huge objects.
-_MAX_JSON_BYTES = 64 * 1024 * 1024
 _MAX_EXPRS = 100_000
 # Inputs the writer's check evaluates both programs on (all of them, if fewer).
 _VERIFY_INPUTS = 512
@@ -796,15 +795,4 @@ def load_program_with_domain(path: PathLike) -> Tuple[rasp.SOp, List[Any], int]:
         path = path / PROGRAM_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; save the model with its program.")
-    size = path.stat().st_size
-    if size > _MAX_JSON_BYTES:
-        raise ValueError(f"{path} is {size} bytes, more than the {_MAX_JSON_BYTES} allowed.")
-    try:
-        doc = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ValueError(f"{path} is not valid JSON (corrupt or truncated?): {e}") from None
-    return _parse(doc, str(path))
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"contains {name}, which is not valid JSON")
+    return _parse(values_lib.read_json_file(path), str(path))

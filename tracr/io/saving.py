@@ -65,6 +65,7 @@ import safetensors
 import safetensors.numpy
 
 from tracr.io import program as program_io
+from tracr.io import values as values_lib
 from tracr.io.values import decode_value, encode_value  # noqa: F401 (re-exported)
 from tracr.io.values import typed_key as _typed_key
 from tracr.rasp import rasp
@@ -79,9 +80,6 @@ PARAMS_FILE = "model.safetensors"
 NPZ_PARAMS_FILE = "params.npz"  # format version 2
 _PARAMS_FILES = {2: NPZ_PARAMS_FILE, 3: PARAMS_FILE}
 
-# model.json larger than this is refused before parsing (a real one is a few KiB
-# plus the labels: about 30 bytes per residual dimension).
-_MAX_JSON_BYTES = 64 * 1024 * 1024
 # Bounds on config integers, so that a hostile file cannot make the loader
 # build huge name tables before it looks at the arrays.
 _MAX_LAYERS = 10_000
@@ -500,10 +498,6 @@ def _sha256(path: pathlib.Path) -> str:
 # Loading.
 
 
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"contains {name}, which is not valid JSON")
-
-
 def _check_keys(section: Any, want: set, where: str, optional: frozenset = frozenset()) -> None:
     if not isinstance(section, dict):
         raise ValueError(f"{where} must be a JSON object, got {type(section).__name__}.")
@@ -518,13 +512,7 @@ def _check_keys(section: Any, want: set, where: str, optional: frozenset = froze
 def _read_json(path: pathlib.Path) -> Dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{path} does not exist: not a saved tracr model directory.")
-    size = path.stat().st_size
-    if size > _MAX_JSON_BYTES:
-        raise ValueError(f"{path} is {size} bytes, more than the {_MAX_JSON_BYTES} allowed.")
-    try:
-        doc = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ValueError(f"{path} is not valid JSON (corrupt or truncated?): {e}") from None
+    doc = values_lib.read_json_file(path)
     if not isinstance(doc, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(doc).__name__}.")
     return doc

@@ -13,12 +13,37 @@ transformer_lens.json, hybrid models and program.json all go through here.
 
 from __future__ import annotations
 
+import json
 import math
+import pathlib
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 _MAX_TUPLE_DEPTH = 16
+# The largest JSON file tracr reads (a real model.json is a few KiB plus the
+# labels: about 30 bytes per residual dimension).
+MAX_JSON_BYTES = 64 * 1024 * 1024
+
+
+def read_json_file(path: pathlib.Path) -> Any:
+    """The JSON document in `path` (which must exist), read defensively: at most
+    MAX_JSON_BYTES, strict JSON (no NaN or Infinity), errors that name the file.
+
+    Raises:
+      ValueError: the file is too big, not UTF-8 or not valid JSON.
+    """
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise ValueError(f"{path} is {size} bytes, more than the {MAX_JSON_BYTES} allowed.")
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ValueError(f"{path} is not valid JSON (corrupt or truncated?): {e}") from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"contains {name}, which is not valid JSON")
 
 
 def encode_value(value: Any) -> Dict[str, Any]:
