@@ -3,9 +3,7 @@
 import json
 
 import jax
-import numpy as np
 import pytest
-import safetensors.numpy
 
 from tracr import circuits, cli
 from tracr.circuits import formats
@@ -97,19 +95,8 @@ def test_save_model_hub_writes_what_bundle_writes(capsys, compiled_dir, tmp_path
     saving.save_model(model, tmp_path / "api", metadata=metadata, hub=True)
     names = sorted(p.name for p in (tmp_path / "cli").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "api").iterdir())
-    for name in set(names) - {"model.json", "model.safetensors"}:
+    for name in names:  # the same bytes, weights and their SHA-256 included
         assert (tmp_path / "cli" / name).read_bytes() == (tmp_path / "api" / name).read_bytes()
-    # The safetensors package writes its metadata in hash-map order, so the weights file
-    # (and its SHA-256 in model.json) may differ in bytes; its content may not.
-    docs = [json.loads((tmp_path / d / "model.json").read_text()) for d in ("cli", "api")]
-    for doc in docs:
-        del doc["params"]["sha256"]
-    assert docs[0] == docs[1]
-    arrays = [
-        safetensors.numpy.load_file(tmp_path / d / "model.safetensors") for d in ("cli", "api")
-    ]
-    assert arrays[0].keys() == arrays[1].keys()
-    assert all(np.array_equal(arrays[0][k], arrays[1][k]) for k in arrays[0])
     circuit = json.loads((tmp_path / "api" / "circuit.json").read_text())
     assert formats.from_json(circuit).edges == circuits.circuit(model).edges
     card = (tmp_path / "api" / "README.md").read_text()

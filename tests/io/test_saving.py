@@ -141,6 +141,20 @@ def test_files_are_plain_json_and_safetensors(tmp_path):
         }
 
 
+def test_two_saves_of_one_model_are_the_same_bytes(tmp_path):
+    """Reproducible files (for Hub uploads and content hashes): the safetensors
+    header's keys are sorted, so its metadata order does not vary."""
+    model = compiling.compile_rasp_to_model(lib.make_reverse(rasp.tokens), {"a", "b"}, 3)
+    saves = []
+    for i in range(3):
+        saving.save_model(model, tmp_path / str(i), hub=True)
+        saves.append({p.name: p.read_bytes() for p in sorted((tmp_path / str(i)).iterdir())})
+    assert "model.safetensors" in saves[0] and "program.json" in saves[0]
+    assert saves[0] == saves[1] == saves[2]
+    back = saving.load_model(tmp_path / "0")
+    assert back.apply(["compiler_bos", "a", "b"]).decoded == ["compiler_bos", "b", "a"]
+
+
 # --------------------------------------------------------------------------
 # Bad files. `saved` is a fresh small model directory for each test.
 

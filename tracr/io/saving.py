@@ -442,6 +442,7 @@ def save_model(
             "content_sha256": total,
         },
     )
+    _sort_safetensors_header(tmp)
     os.replace(tmp, params_path)
     (directory / NPZ_PARAMS_FILE).unlink(missing_ok=True)  # an older save's weights
     config_json["params"]["sha256"] = _sha256(params_path)
@@ -593,6 +594,25 @@ def _read_params(path: pathlib.Path, expected: Dict[str, Tuple[int, ...]]) -> Di
 
 
 _SAFETENSORS_DTYPES = {"F32": np.float32, "F64": np.float64}
+
+
+def _sort_safetensors_header(path: pathlib.Path) -> None:
+    """Rewrites a safetensors file's JSON header with its keys sorted, in place.
+
+    The safetensors package writes metadata keys in a varying order, so two
+    saves of one model would differ in bytes (and in the SHA-256 model.json
+    records). The header is `u64 length + JSON`, padded with spaces; sorting
+    its keys keeps its length and every data offset, so the data is untouched.
+    """
+    with open(path, "r+b") as f:
+        (length,) = np.frombuffer(f.read(8), dtype="<u8")
+        header = json.loads(f.read(int(length)).decode("utf-8"))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        data = text.encode("utf-8")
+        if len(data) > length:  # never: the same entries in another order
+            raise ValueError(f"{path}: sorted safetensors header grew; not rewritten.")
+        f.seek(8)
+        f.write(data + b" " * (int(length) - len(data)))
 
 
 def _read_safetensors(
