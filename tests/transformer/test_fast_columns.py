@@ -90,6 +90,14 @@ def test_unrolled_logits_equal_the_einsum():
         np.testing.assert_array_equal(np.asarray(got), np.einsum("btk,bsk->bts", q, k))
 
 
+def _compile(case, program=None):
+    """The case compiled at MAX_SEQ_LEN (its own program unless one is given)."""
+    program = case.program(MAX_SEQ_LEN) if program is None else program
+    return compiling.compile_rasp_to_model(
+        program, set(case.vocab), MAX_SEQ_LEN, compiler_bos="BOS", compiler_pad="PAD"
+    )
+
+
 def _dense_weights(model, monkeypatch):
     """The lean weights with no sparse matrices (the plain matmul forms)."""
     with monkeypatch.context() as m:
@@ -123,9 +131,7 @@ def _uses_columns(weights):
 @pytest.mark.parametrize("case", LIBRARY_CASES, ids=lambda c: c.name)
 def test_every_library_program_on_every_input_equals_the_evaluator(case, monkeypatch):
     program = case.program(MAX_SEQ_LEN)
-    model = compiling.compile_rasp_to_model(
-        program, set(case.vocab), MAX_SEQ_LEN, compiler_bos="BOS", compiler_pad="PAD"
-    )
+    model = _compile(case, program)
     sequences = _all_inputs(model, case)
     ids = _ids(model, sequences)
     new = np.asarray(jax.jit(fast.outputs)(model.lean_weights(), ids))
@@ -154,13 +160,7 @@ def test_every_library_program_on_every_input_equals_the_evaluator(case, monkeyp
 @pytest.mark.parametrize("name", ["sort_unique", "reverse"])
 def test_gradients_through_sparse_parts_equal_the_dense_ones(name, monkeypatch):
     case = CASES_BY_NAME[name]
-    model = compiling.compile_rasp_to_model(
-        case.program(MAX_SEQ_LEN),
-        set(case.vocab),
-        MAX_SEQ_LEN,
-        compiler_bos="BOS",
-        compiler_pad="PAD",
-    )
+    model = _compile(case)
     sparse, dense = model.lean_weights(), _dense_weights(model, monkeypatch)
     assert _uses_columns(sparse)
     ids = _ids(model, _all_inputs(model, case)[-50:])
@@ -190,13 +190,7 @@ def test_gradients_through_sparse_parts_equal_the_dense_ones(name, monkeypatch):
 
 def test_bfloat16_sparse_weights_keep_outputs():
     case = CASES_BY_NAME["sort_unique"]
-    model = compiling.compile_rasp_to_model(
-        case.program(MAX_SEQ_LEN),
-        set(case.vocab),
-        MAX_SEQ_LEN,
-        compiler_bos="BOS",
-        compiler_pad="PAD",
-    )
+    model = _compile(case)
     ids = _ids(model, _all_inputs(model, case))
     f32 = np.asarray(fast.outputs(model.lean_weights(), ids))
     bf16 = np.asarray(fast.outputs(model.lean_weights(dtype=jnp.bfloat16), ids))
@@ -207,13 +201,7 @@ def test_bfloat16_sparse_weights_keep_outputs():
 
 def test_describe_names_the_sparse_matrices():
     case = CASES_BY_NAME["reverse"]
-    model = compiling.compile_rasp_to_model(
-        case.program(MAX_SEQ_LEN),
-        set(case.vocab),
-        MAX_SEQ_LEN,
-        compiler_bos="BOS",
-        compiler_pad="PAD",
-    )
+    model = _compile(case)
     weights = model.lean_weights()
     assert "sparse=w_1(" in weights.describe()
     # Replacing a leaf keeps the structure: the sparse non-zeros are parameters.
