@@ -160,12 +160,12 @@ class Codec:
             raise TypeError(
                 f"Expected a list of token lists, got {type(batch).__name__}: {batch!r}."
             )
-        for i, s in enumerate(batch):
-            if not isinstance(s, (list, tuple)):
-                raise TypeError(
-                    f"{_where(i, None, len(batch))}: expected a list of tokens, got "
-                    f"{type(s).__name__}: {s!r}."
-                )
+        if not all(map(isinstance, batch, itertools.repeat((list, tuple)))):
+            i, s = next((i, s) for i, s in enumerate(batch) if not isinstance(s, (list, tuple)))
+            raise TypeError(
+                f"{_where(i, None, len(batch))}: expected a list of tokens, got "
+                f"{type(s).__name__}: {s!r}."
+            )
         lengths = np.fromiter(map(len, batch), dtype=np.int64, count=len(batch))
         width = int(lengths.max()) if len(batch) else 0
         width = max(width, pad_to or 0)
