@@ -14,9 +14,11 @@ output ids for a categorical program, with `NO_VALUE` (-1) where no output
 direction reaches `spec.ACTIVE_THRESHOLD` (decoded as None, as RASP gives
 None there), or floats for a numerical one. `run_batch` does all three.
 
-Encoding and decoding are vectorised: one dict lookup per token at C speed
-(`map` over the flat token stream), then numpy checks on the whole batch;
-decoding is one lookup-table index per batch. `enumerate_inputs` lists every
+Encoding and decoding are vectorised: a batch of strings is read as the code
+points of one joined string and a batch of small ints as one `bytes` object,
+each indexed into a numpy table; any other batch takes one dict lookup per
+token at C speed. Numpy checks then run on the whole batch; decoding is one
+lookup-table index per batch. `enumerate_inputs` lists every
 BOS-prefixed input of a model's domain up to a length, or a seeded sample.
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import operator
 import random
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -169,7 +172,7 @@ class Codec:
         lengths = np.fromiter(map(len, batch), dtype=np.int64, count=len(batch))
         width = int(lengths.max()) if len(batch) else 0
         width = max(width, pad_to or 0)
-        flat = self._lookup(batch, int(lengths.sum()))
+        flat = self._lookup(batch, lengths)
         self._check(batch, flat, lengths)
         pad = self.pad_id if self.pad_id is not None else self.bos_id
         if pad_to is None and self.pad_id is None and np.any(lengths != width):
@@ -177,23 +180,128 @@ class Codec:
                 "Sequences of different lengths need a PAD token to run together; this model "
                 "has none. Run equal-length batches."
             )
+        if len(flat) == len(batch) * width:  # no padding
+            return Encoded(ids=flat.astype(np.int32).reshape(len(batch), width), lengths=lengths)
         ids = np.full((len(batch), width), pad, dtype=np.int32)
         ids[np.arange(width)[None, :] < lengths[:, None]] = flat
         return Encoded(ids=ids, lengths=lengths)
 
-    def _lookup(self, batch: Sequence[Sequence[Value]], count: int) -> np.ndarray:
-        """Flat ids of every token in order; NO_VALUE for unknown tokens."""
-        typed = _needs_typed_lookup(self._confusable, batch)
+    def _lookup(self, batch: Sequence[Sequence[Value]], lengths: np.ndarray) -> np.ndarray:
+        """Flat ids of every token in order; NO_VALUE for unknown tokens.
+
+        Batches of strings or of small ints are looked up as one array
+        (`_string_ids`, `_small_int_ids`); anything else, or anything those
+        cannot decide, by one dict lookup per token (`_object_ids`). All three
+        give the same ids (tests/transformer/test_vector_lookup.py).
+        """
+        flat = list(itertools.chain.from_iterable(batch))
+        for vector_ids in (self._string_ids, self._small_int_ids):
+            ids = vector_ids(flat, lengths)
+            if ids is not None:
+                return ids
+        return self._object_ids(flat)
+
+    def _object_ids(self, tokens: List[Value]) -> np.ndarray:
+        """One dict lookup per token (typed where True == 1 could confuse ids)."""
+        typed = _needs_typed_lookup(self._confusable, [tokens])
         get = self._ids.get if typed else self._plain_ids.get
-
-        def stream():
-            tokens = itertools.chain.from_iterable(batch)
-            return map(_typed, tokens) if typed else tokens
-
+        stream = map(_typed, tokens) if typed else tokens
         try:  # dict.get(token, NO_VALUE) for every token, at C speed
-            return np.fromiter(map(get, stream(), itertools.repeat(NO_VALUE)), np.int64, count)
+            return np.fromiter(map(get, stream, itertools.repeat(NO_VALUE)), np.int64, len(tokens))
         except TypeError:  # an unhashable token: unknown
-            return np.fromiter(map(_safe_get(get), stream()), np.int64, count)
+            stream = map(_typed, tokens) if typed else tokens
+            return np.fromiter(map(_safe_get(get), stream), np.int64, len(tokens))
+
+    @functools.cached_property
+    def _char_table(self) -> Optional[Tuple[int, np.ndarray]]:
+        """(a separator code point that no string token holds, code point -> id of
+        each one-character token); None past U+FFFF, where the dict serves better."""
+        strings = [(i, t) for i, t in enumerate(self.tokens) if isinstance(t, str)]
+        used = {c for _, t in strings for c in map(ord, t)}
+        separator = next(c for c in range(len(used) + 1) if c not in used)
+        chars = {ord(t): i for i, t in strings if len(t) == 1}
+        if max(chars, default=0) > 0xFFFF:
+            return None
+        table = np.full(max(chars, default=0) + 2, NO_VALUE, np.int64)  # last: no token
+        for code, i in chars.items():
+            table[code] = i
+        return separator, table
+
+    def _string_ids(self, flat: List[Value], lengths: np.ndarray) -> Optional[np.ndarray]:
+        """Ids of an all-string batch, or None if it is not one.
+
+        The tokens are joined into one string, each followed by a separator
+        that no vocabulary token holds, and its code points read as one
+        array: a one-character token is its code point, looked up in a table.
+        Longer tokens (BOS, PAD, words) go through the dict, or, when they are
+        all the same token (BOS at each start), take its one id. A token
+        holding the separator leaves the whole batch to the dict.
+        """
+        read = self._char_table
+        if not flat or read is None:
+            return None
+        separator, table = read
+        end = chr(separator)
+        try:
+            joined = end.join(flat) + end
+        except TypeError:  # not all strings
+            return None
+        points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), np.uint32)
+        ends = np.flatnonzero(points == separator)
+        if len(ends) != len(flat):
+            return None  # a token holds the separator
+        starts = np.empty_like(ends)
+        starts[0], starts[1:] = 0, ends[:-1] + 1
+        single = ends - starts == 1
+        ids = table[np.minimum(points[starts], len(table) - 1)]
+        longer = np.flatnonzero(~single)
+        if len(longer):
+            at = longer.tolist()
+            words = [flat[at[0]]] if len(at) == 1 else operator.itemgetter(*at)(flat)
+            distinct = set(words)
+            if len(distinct) == 1:
+                ids[longer] = self._object_ids(list(distinct))[0]
+            else:
+                ids[longer] = self._object_ids(list(words))
+        return ids
+
+    @functools.cached_property
+    def _small_int_table(self) -> np.ndarray:
+        """Value 0..255 -> id of the vocabulary number equal to it (not bools)."""
+        table = np.full(256, NO_VALUE, np.int64)
+        for i, t in enumerate(self.tokens):
+            if _is_number(t) and 0 <= t <= 255 and t == int(t):  # NaN, inf fail early
+                table[int(t)] = i
+        return table
+
+    def _small_int_ids(self, flat: List[Value], lengths: np.ndarray) -> Optional[np.ndarray]:
+        """Ids of a batch of ints in 0..255 after each first token, or None.
+
+        The first tokens (BOS, usually a string) are looked up by dict; the
+        rest are read by `bytes`, which takes ints 0..255 (anything else
+        raises), and indexed into a 256-entry table. `bytes` also takes bools
+        and other objects with `__index__`, so a batch holding any type but
+        int and numpy ints is left to the dict path.
+        """
+        if not flat or not np.all(lengths > 0):
+            return None  # an empty sequence: the dict path's check names it
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        firsts = list(map(flat.__getitem__, starts.tolist()))
+        rest = flat.copy()
+        if np.all(lengths == lengths[0]):
+            rest[:: int(lengths[0])] = [0] * len(lengths)
+        else:
+            for start in starts.tolist():
+                rest[start] = 0
+        try:
+            values = np.frombuffer(bytes(rest), np.uint8)
+        except (TypeError, ValueError):  # not all ints in 0..255
+            return None
+        if not all(t is int or issubclass(t, np.integer) for t in set(map(type, rest))):
+            return None  # True would read as 1, an IntEnum as its value
+        ids = self._small_int_table[values]
+        ids[starts] = self._object_ids(firsts)
+        return ids
 
     def _check(self, batch, flat: np.ndarray, lengths: np.ndarray) -> None:
         n = len(batch)

@@ -1,0 +1,135 @@
+"""The codec's array lookups (`_string_ids`, `_small_int_ids`) against its dict lookup.
+
+`Codec.encode` reads all-string and small-int batches as one array; any
+other batch, or one those cannot decide, goes through one dict lookup per
+token. Both must give the same ids, NO_VALUE for unknown tokens, for every
+batch: these tables hold the tokens a user may pass by mistake next to the
+ones the vocabulary holds.
+"""
+
+import enum
+import itertools
+import random
+
+import numpy as np
+import pytest
+
+from tracr.transformer import inputs
+
+BOS, PAD = "compiler_bos", "compiler_pad"
+
+
+class _Index:
+    """Not equal to 2, but `bytes` reads it as 2."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+
+class _Two(enum.IntEnum):
+    TWO = 2
+
+
+# (vocabulary without BOS and PAD, the BOS token, stray tokens to mix in)
+VOCABULARIES = {
+    "chars": (("a", "b", "c"), BOS, ("d", "", "ab", "\x00", "\x01", "A", "😀", "\ud800", 1, None)),
+    "chars_and_words": (
+        ("(", ")", "x", "yes", ""),
+        BOS,
+        ("no", "yes ", "y", "\x00", BOS + "x", "b", 0),
+    ),
+    "separator_in_vocab": (("\x00", "\x01", "a"), BOS, ("\x02", "a\x00", "\x00a", "")),
+    "astral_chars": (("😀", "a"), BOS, ("😁", "b", "a😀")),
+    "small_ints": ((1, 2, 3), BOS, (0, 4, 255, 256, -1, True, False, 1.0, 2.5, np.int64(2), "1")),
+    "ints_past_a_byte": ((0, 7, 300), BOS, (256, 299, 1, True, False, -300)),
+    "bools": ((True, False), BOS, (1, 0, 1.0, 2, np.True_, "True")),
+    "ints_and_bools": ((0, 1, True), BOS, (False, 2, 0.0, 1.0)),
+    "floats": ((0.5, 1.0, 2.0), BOS, (1, 2, 0, True, 0.25)),
+    "int_bos": ((1, 2), 0, (3, True, "a")),
+    "int_like_objects": ((1, 2, 3), BOS, (_Index(2), _Two.TWO, np.uint8(3), np.True_)),
+}
+
+
+def _codec(name):
+    vocab, bos, _ = VOCABULARIES[name]
+    tokens = tuple(vocab) + (bos, PAD)
+    return inputs.Codec(tokens=tokens, bos_token=bos, pad_token=PAD, max_len=8, output_values=None)
+
+
+def _batches(name, seed):
+    """Batches of the vocabulary's tokens with strays mixed in at some rate."""
+    vocab, bos, strays = VOCABULARIES[name]
+    rng = random.Random(seed)
+    for rate, ragged in itertools.product((0.0, 0.02, 0.3), (False, True)):
+        for _ in range(6):
+            width = rng.randint(1, 8)
+            batch = []
+            for _ in range(rng.randint(1, 40)):
+                n = rng.randint(1, width) if ragged else width
+                seq = [bos] + [
+                    rng.choice(strays) if rng.random() < rate else rng.choice(vocab)
+                    for _ in range(n - 1)
+                ]
+                batch.append(seq)
+            yield batch
+
+
+@pytest.mark.parametrize("name", sorted(VOCABULARIES))
+def test_array_lookups_give_the_dict_lookups_ids(name):
+    codec = _codec(name)
+    checked = 0
+    for batch in _batches(name, seed=len(name)):
+        lengths = np.array([len(s) for s in batch])
+        flat = [t for s in batch for t in s]
+        want = codec._object_ids(flat)
+        assert codec._lookup(batch, lengths).tolist() == want.tolist()
+        for vector_ids in (codec._string_ids, codec._small_int_ids):
+            got = vector_ids(list(flat), lengths)
+            if got is not None:
+                assert got.tolist() == want.tolist(), vector_ids.__name__
+                checked += 1
+    if name in ("chars", "chars_and_words", "separator_in_vocab", "small_ints", "int_bos"):
+        assert checked > 0  # the array path really ran on these
+
+
+def test_the_dict_ids_are_the_typed_ids():
+    """The reference itself: True is not the token 1, 1.0 is, unknown is NO_VALUE."""
+    codec = _codec("small_ints")
+    ids = {t: i for i, t in enumerate(codec.tokens)}
+    got = codec._object_ids([BOS, 1, True, 1.0, np.int64(3), 4, "1", [1]])
+    nv = inputs.NO_VALUE
+    assert got.tolist() == [ids[BOS], ids[1], nv, ids[1], ids[3], nv, nv, nv]
+
+
+@pytest.mark.parametrize("name", ["chars", "small_ints"])
+def test_encode_errors_are_the_same_on_the_array_path(name):
+    """A stray token deep in a batch that takes the array path is named as
+    the dict path names it."""
+    codec = _codec(name)
+    vocab, bos, strays = VOCABULARIES[name]
+    good = [[bos] + [vocab[i % len(vocab)] for i in range(5)] for _ in range(30)]
+    for stray in strays:
+        batch = [list(s) for s in good]
+        batch[17][3] = stray
+        try:
+            codec.encode(batch)
+        except ValueError as e:
+            message = str(e)
+        else:
+            message = None  # an accepted token (1.0 for 1): the ids must agree
+            encoded = codec.encode(batch).ids
+            assert encoded[17, 3] == codec._object_ids([stray])[0]
+        if codec._object_ids([stray])[0] == inputs.NO_VALUE:
+            assert message and "sequence 17, position 3" in message, (stray, message)
+
+
+def test_encode_pads_ragged_batches_from_the_array_path():
+    codec = _codec("chars")
+    encoded = codec.encode([[BOS, "a", "b"], [BOS], [BOS, "c"]])
+    a, b, c = (codec.tokens.index(t) for t in "abc")
+    bos, pad = codec.bos_id, codec.pad_id
+    assert encoded.ids.tolist() == [[bos, a, b], [bos, pad, pad], [bos, c, pad]]
+    assert encoded.lengths.tolist() == [3, 1, 2]
