@@ -228,8 +228,11 @@ class BatchRunner:
         """Pads one chunk to its bucket and starts it; (device outputs, rows)."""
         n = len(encoded.lengths)
         padded_len = self.bucket_length(int(encoded.lengths.max()))
+        shape = (self._round_batch(n), padded_len)
+        if encoded.ids.shape == shape:  # already a compiled shape: no copy
+            return self.run_padded(encoded.ids), n
         width = min(encoded.ids.shape[1], padded_len)  # columns past the longest are PAD
-        ids = np.full((self._round_batch(n), padded_len), self._pad_id, dtype=np.int32)
+        ids = np.full(shape, self._pad_id, dtype=np.int32)
         ids[:n, :width] = encoded.ids[:, :width]
         return self.run_padded(ids), n
 
