@@ -215,12 +215,13 @@ class Codec:
     @functools.cached_property
     def _char_table(self) -> Optional[Tuple[int, np.ndarray]]:
         """(a separator code point that no string token holds, code point -> id of
-        each one-character token); None past U+FFFF, where the dict serves better."""
+        each one-character token); None without one-character tokens or past
+        U+FFFF, where the dict serves better."""
         strings = [(i, t) for i, t in enumerate(self.tokens) if isinstance(t, str)]
         used = {c for _, t in strings for c in map(ord, t)}
         separator = next(c for c in range(len(used) + 1) if c not in used)
         chars = {ord(t): i for i, t in strings if len(t) == 1}
-        if max(chars, default=0) > 0xFFFF:
+        if not chars or max(chars) > 0xFFFF:
             return None
         table = np.full(max(chars, default=0) + 2, NO_VALUE, np.int64)  # last: no token
         for code, i in chars.items():
