@@ -45,7 +45,10 @@ as their non-zeros; an MLP whose two matrices select or are sparse runs one
 column at a time, as sums of its non-zero products that XLA fuses into one
 loop, with no matmul. Attention logits of small key sizes are unrolled sums
 of K products over [B, T, T], reading gathered or sparse query and key
-columns directly. Categorical outputs are decoded by a fused comparison chain
+columns directly. Column-by-column code is emitted only up to
+`UNROLL_MAX_COLUMNS` columns and `SPARSE_MAX_TERMS` non-zeros per matrix:
+XLA's compile time grows with the number of ops, and wider matrices run as
+fast as one gather or matmul. Categorical outputs are decoded by a fused comparison chain
 (`categorical_ids`). Q and K are kept as factors (never wider than W_QK's
 rank), and the arithmetic, including the division of the logits by
 sqrt(key_size), is the full model's: a dot product whose other terms are
@@ -86,16 +89,22 @@ def _selects(w: np.ndarray) -> bool:
 # has at most this many and at most this fraction of its entries: compiled MLPs
 # read a few one-hot directions per hidden unit, and summing those few products
 # costs far less than a dense matmul over all of them.
-SPARSE_MAX_TERMS = 1024
+SPARSE_MAX_TERMS = 256
 SPARSE_MAX_DENSITY = 0.25
 SPARSE_ANY_SIZE = 256  # matrices this small are sparse at any density (matmul overhead)
+# Column-by-column code (sparse matrices, MLPs and attention factors read one
+# column at a time) is emitted for at most this many columns per projection.
+# Each column is a few XLA ops; past this, XLA's compile time grows with the
+# ops (tens of seconds for sort_freq at max_seq_len 30) while one gather or
+# matmul of the whole projection runs as fast.
+UNROLL_MAX_COLUMNS = 64
 
 
 def _sparse_enough(w: np.ndarray) -> bool:
     """True when the [R_in, F] matrix `w` is worth storing sparse (see `Projection`)."""
     nnz = int(np.count_nonzero(w))
     return (
-        bool(w.shape[1])
+        0 < w.shape[1] <= UNROLL_MAX_COLUMNS
         and nnz <= SPARSE_MAX_TERMS
         and (nnz <= SPARSE_MAX_DENSITY * w.size or w.size <= SPARSE_ANY_SIZE)
         and bool(np.all(np.any(w != 0, axis=0)))
@@ -762,7 +771,7 @@ def _attend(s: LeanAttention, x: Array, attn_mask: Array) -> Array:
         dense = _dot(x, s.w_qkv)
         if s.b_qkv is not None:
             dense = dense + s.b_qkv
-    by_columns = s.gathered.width and s.gathered.index is not None
+    by_columns = s.gathered.index is not None and 0 < s.gathered.width <= UNROLL_MAX_COLUMNS
     if by_columns:
         gathered = s.gathered.columns(lambda r: x[..., r].astype(dtype))
     else:
@@ -803,7 +812,8 @@ def _attend(s: LeanAttention, x: Array, attn_mask: Array) -> Array:
 
 
 def _feed_forward(s: LeanMLP, x: Array) -> Array:
-    if s.w_1.index is not None and s.w_2.index is not None and s.w_2.width:
+    unrolls = max(s.w_1.width, s.w_2.width) <= UNROLL_MAX_COLUMNS
+    if s.w_1.index is not None and s.w_2.index is not None and s.w_2.width and unrolls:
         return _feed_forward_by_columns(s, x)
     hidden = s.w_1(x)
     if s.b_1 is not None:
