@@ -89,7 +89,7 @@ def _selects(w: np.ndarray) -> bool:
 # has at most this many and at most this fraction of its entries: compiled MLPs
 # read a few one-hot directions per hidden unit, and summing those few products
 # costs far less than a dense matmul over all of them.
-SPARSE_MAX_TERMS = 256
+SPARSE_MAX_TERMS = 128
 SPARSE_MAX_DENSITY = 0.25
 SPARSE_ANY_SIZE = 256  # matrices this small are sparse at any density (matmul overhead)
 # Column-by-column code (sparse matrices, MLPs and attention factors read one
