@@ -123,8 +123,7 @@ def _ids(model, sequences):
 
 def _uses_columns(weights):
     return any(
-        isinstance(s, fast.LeanMLP) and s.w_1.index is not None and s.w_2.index is not None
-        for s in weights.sublayers
+        isinstance(s, fast.LeanMLP) and s.w_1.unrolls and s.w_2.unrolls for s in weights.sublayers
     )
 
 

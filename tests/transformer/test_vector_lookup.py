@@ -83,13 +83,16 @@ def test_array_lookups_give_the_dict_lookups_ids(name):
     checked = 0
     for batch in _batches(name, seed=len(name)):
         lengths = np.array([len(s) for s in batch])
+        starts = inputs._sequence_starts(lengths)
         flat = [t for s in batch for t in s]
         want = codec._object_ids(flat)
-        assert codec._lookup(batch, lengths).tolist() == want.tolist()
-        for vector_ids in (codec._string_ids, codec._small_int_ids):
-            got = vector_ids(list(flat), lengths)
+        assert codec._lookup(batch, lengths, starts).tolist() == want.tolist()
+        for path, got in (
+            ("strings", codec._string_ids(list(flat))),
+            ("small ints", codec._small_int_ids(list(flat), lengths, starts)),
+        ):
             if got is not None:
-                assert got.tolist() == want.tolist(), vector_ids.__name__
+                assert got.tolist() == want.tolist(), path
                 checked += 1
     if name in ("chars", "chars_and_words", "separator_in_vocab", "small_ints", "int_bos"):
         assert checked > 0  # the array path really ran on these

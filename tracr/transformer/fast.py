@@ -48,8 +48,8 @@ of K products over [B, T, T], reading gathered or sparse query and key
 columns directly. Column-by-column code is emitted only up to
 `UNROLL_MAX_COLUMNS` columns and `SPARSE_MAX_TERMS` non-zeros per matrix:
 XLA's compile time grows with the number of ops, and wider matrices run as
-fast as one gather or matmul. Categorical outputs are decoded by a fused comparison chain
-(`categorical_ids`). Q and K are kept as factors (never wider than W_QK's
+fast as one gather or matmul. Categorical outputs are decoded by a fused
+comparison chain (`categorical_ids`). Q and K are kept as factors (never wider than W_QK's
 rank), and the arithmetic, including the division of the logits by
 sqrt(key_size), is the full model's: a dot product whose other terms are
 exact zeros equals its sum of non-zero products (in row order, where the
@@ -143,6 +143,12 @@ class Projection:
     def selects(self) -> bool:
         """True for a selection (one row per column)."""
         return self.index is not None and not self.sparse
+
+    @property
+    def unrolls(self) -> bool:
+        """True when `columns` applies: a selection or sparse matrix of at most
+        `UNROLL_MAX_COLUMNS` columns (sparse ones are never wider)."""
+        return self.index is not None and self.width <= UNROLL_MAX_COLUMNS
 
     @classmethod
     def from_matrix(cls, w: np.ndarray, dtype, *, sparse: bool = False) -> "Projection":
@@ -771,7 +777,7 @@ def _attend(s: LeanAttention, x: Array, attn_mask: Array) -> Array:
         dense = _dot(x, s.w_qkv)
         if s.b_qkv is not None:
             dense = dense + s.b_qkv
-    by_columns = s.gathered.index is not None and 0 < s.gathered.width <= UNROLL_MAX_COLUMNS
+    by_columns = s.gathered.width and s.gathered.unrolls
     if by_columns:
         gathered = s.gathered.columns(lambda r: x[..., r].astype(dtype))
     else:
@@ -812,8 +818,7 @@ def _attend(s: LeanAttention, x: Array, attn_mask: Array) -> Array:
 
 
 def _feed_forward(s: LeanMLP, x: Array) -> Array:
-    unrolls = max(s.w_1.width, s.w_2.width) <= UNROLL_MAX_COLUMNS
-    if s.w_1.index is not None and s.w_2.index is not None and s.w_2.width and unrolls:
+    if s.w_1.unrolls and s.w_2.unrolls and s.w_2.width:
         return _feed_forward_by_columns(s, x)
     hidden = s.w_1(x)
     if s.b_1 is not None:

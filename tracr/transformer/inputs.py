@@ -172,8 +172,9 @@ class Codec:
         lengths = np.fromiter(map(len, batch), dtype=np.int64, count=len(batch))
         width = int(lengths.max()) if len(batch) else 0
         width = max(width, pad_to or 0)
-        flat = self._lookup(batch, lengths)
-        self._check(batch, flat, lengths)
+        starts = _sequence_starts(lengths)
+        flat = self._lookup(batch, lengths, starts)
+        self._check(batch, flat, lengths, starts)
         pad = self.pad_id if self.pad_id is not None else self.bos_id
         if pad_to is None and self.pad_id is None and np.any(lengths != width):
             raise ValueError(
@@ -186,7 +187,9 @@ class Codec:
         ids[np.arange(width)[None, :] < lengths[:, None]] = flat
         return Encoded(ids=ids, lengths=lengths)
 
-    def _lookup(self, batch: Sequence[Sequence[Value]], lengths: np.ndarray) -> np.ndarray:
+    def _lookup(
+        self, batch: Sequence[Sequence[Value]], lengths: np.ndarray, starts: np.ndarray
+    ) -> np.ndarray:
         """Flat ids of every token in order; NO_VALUE for unknown tokens.
 
         Batches of strings or of small ints are looked up as one array
@@ -195,11 +198,10 @@ class Codec:
         give the same ids (tests/transformer/test_vector_lookup.py).
         """
         flat = list(itertools.chain.from_iterable(batch))
-        for vector_ids in (self._string_ids, self._small_int_ids):
-            ids = vector_ids(flat, lengths)
-            if ids is not None:
-                return ids
-        return self._object_ids(flat)
+        ids = self._string_ids(flat)
+        if ids is None:
+            ids = self._small_int_ids(flat, lengths, starts)
+        return self._object_ids(flat) if ids is None else ids
 
     def _object_ids(self, tokens: List[Value]) -> np.ndarray:
         """One dict lookup per token (typed where True == 1 could confuse ids)."""
@@ -223,12 +225,12 @@ class Codec:
         chars = {ord(t): i for i, t in strings if len(t) == 1}
         if not chars or max(chars) > 0xFFFF:
             return None
-        table = np.full(max(chars, default=0) + 2, NO_VALUE, np.int64)  # last: no token
+        table = np.full(max(chars) + 2, NO_VALUE, np.int64)  # last: no token
         for code, i in chars.items():
             table[code] = i
         return separator, table
 
-    def _string_ids(self, flat: List[Value], lengths: np.ndarray) -> Optional[np.ndarray]:
+    def _string_ids(self, flat: List[Value]) -> Optional[np.ndarray]:
         """Ids of an all-string batch, or None if it is not one.
 
         The tokens are joined into one string, each followed by a separator
@@ -275,7 +277,9 @@ class Codec:
                 table[int(t)] = i
         return table
 
-    def _small_int_ids(self, flat: List[Value], lengths: np.ndarray) -> Optional[np.ndarray]:
+    def _small_int_ids(
+        self, flat: List[Value], lengths: np.ndarray, starts: np.ndarray
+    ) -> Optional[np.ndarray]:
         """Ids of a batch of ints in 0..255 after each first token, or None.
 
         The first tokens (BOS, usually a string) are looked up by dict; the
@@ -286,7 +290,6 @@ class Codec:
         """
         if not flat or not np.all(lengths > 0):
             return None  # an empty sequence: the dict path's check names it
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         firsts = list(map(flat.__getitem__, starts.tolist()))
         rest = flat.copy()
         if np.all(lengths == lengths[0]):
@@ -304,11 +307,10 @@ class Codec:
         ids[starts] = self._object_ids(firsts)
         return ids
 
-    def _check(self, batch, flat: np.ndarray, lengths: np.ndarray) -> None:
+    def _check(self, batch, flat: np.ndarray, lengths: np.ndarray, starts: np.ndarray) -> None:
         n = len(batch)
         if n == 0:
             return
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         for i in np.flatnonzero(lengths == 0)[:1]:
             raise ValueError(
                 f"First input token must be BOS token. Should be '{self.bos_token}', but "
@@ -475,6 +477,11 @@ def enumerate_inputs(
 
 # --------------------------------------------------------------------------
 # Helpers.
+
+
+def _sequence_starts(lengths: np.ndarray) -> np.ndarray:
+    """int64 [B]: where each sequence starts in the flat token stream."""
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
 
 
 def _typed(token: Value) -> Tuple[bool, Value]:
