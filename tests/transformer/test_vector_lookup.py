@@ -1,4 +1,4 @@
-"""The codec's array lookups (`_string_ids`, `_small_int_ids`) against its dict lookup.
+"""The codec's array lookups (`_string_ids`, `_int_ids`) against its dict lookup.
 
 `Codec.encode` reads all-string and small-int batches as one array; any
 other batch, or one those cannot decide, goes through one dict lookup per
@@ -45,6 +45,26 @@ VOCABULARIES = {
     "astral_chars": (("😀", "a"), BOS, ("😁", "b", "a😀")),
     "small_ints": ((1, 2, 3), BOS, (0, 4, 255, 256, -1, True, False, 1.0, 2.5, np.int64(2), "1")),
     "ints_past_a_byte": ((0, 7, 300), BOS, (256, 299, 1, True, False, -300)),
+    "wide_ints": (
+        (-5, 0, 4000, 2.0),
+        BOS,
+        (
+            2**31,
+            2**31 - 1,
+            -(2**31),
+            2**40,
+            -5.0,
+            4001,
+            4002,
+            -6,
+            -7,
+            2,
+            True,
+            np.int32(4000),
+            1e300,
+        ),
+    ),
+    "ints_too_wide_for_a_table": ((0, 10**6), BOS, (1, 10**6 + 1)),
     "bools": ((True, False), BOS, (1, 0, 1.0, 2, np.True_, "True")),
     "ints_and_bools": ((0, 1, True), BOS, (False, 2, 0.0, 1.0)),
     "floats": ((0.5, 1.0, 2.0), BOS, (1, 2, 0, True, 0.25)),
@@ -73,6 +93,8 @@ def _batches(name, seed):
                     rng.choice(strays) if rng.random() < rate else rng.choice(vocab)
                     for _ in range(n - 1)
                 ]
+                if ragged and rng.random() < 0.05:
+                    seq = []  # an empty sequence (encode rejects it; the ids must agree)
                 batch.append(seq)
             yield batch
 
@@ -88,13 +110,14 @@ def test_array_lookups_give_the_dict_lookups_ids(name):
         want = codec._object_ids(flat)
         assert codec._lookup(batch, lengths, starts).tolist() == want.tolist()
         for path, got in (
-            ("strings", codec._string_ids(list(flat))),
-            ("small ints", codec._small_int_ids(list(flat), lengths, starts)),
+            ("strings", codec._string_ids(batch, starts)),
+            ("small ints", codec._int_ids(list(flat), lengths, starts)),
         ):
             if got is not None:
                 assert got.tolist() == want.tolist(), path
                 checked += 1
-    if name in ("chars", "chars_and_words", "separator_in_vocab", "small_ints", "int_bos"):
+    array_path = ("chars", "chars_and_words", "separator_in_vocab", "small_ints", "int_bos")
+    if name in array_path + ("ints_past_a_byte", "wide_ints"):
         assert checked > 0  # the array path really ran on these
 
 
@@ -136,3 +159,46 @@ def test_encode_pads_ragged_batches_from_the_array_path():
     bos, pad = codec.bos_id, codec.pad_id
     assert encoded.ids.tolist() == [[bos, a, b], [bos, pad, pad], [bos, c, pad]]
     assert encoded.lengths.tolist() == [3, 1, 2]
+
+
+def test_the_string_path_leaves_empty_sequences_and_separators_to_the_dict():
+    """An empty sequence or a token holding the separator would shift every
+    later id; the string path must see it and decline the batch."""
+    codec = _codec("chars")
+    separator = chr(codec._char_table[0])
+    good = [[BOS, "a", "b"], [BOS, "c"]]
+    for bad in (
+        [[BOS, "a"], [], [BOS, "b"]],
+        [[BOS, "a"], [BOS, "b"], []],
+        [[BOS, "a" + separator + "b"], [BOS, "c"]],
+    ):
+        lengths = np.array([len(s) for s in bad])
+        starts = inputs._sequence_starts(lengths)
+        assert codec._string_ids(bad, starts) is None
+        flat = [t for s in bad for t in s]
+        assert codec._lookup(bad, lengths, starts).tolist() == codec._object_ids(flat).tolist()
+    lengths = np.array([3, 2])
+    ids = codec._string_ids(good, inputs._sequence_starts(lengths))
+    assert ids.tolist() == [
+        codec.bos_id,
+        *(codec.tokens.index(t) for t in "ab"),
+        codec.bos_id,
+        codec.tokens.index("c"),
+    ]
+
+
+def test_the_int_path_reads_every_int32_value():
+    """Ints on both sides of the vocabulary's range, at the int32 limits, and
+    an integral float in the vocabulary (2.0 is the token 2) take the array
+    path and get the dict path's ids."""
+    codec = _codec("wide_ints")
+    tokens = [-(2**31), -7, -6, -5, 0, 2, 3, 3999, 4000, 4001, 4002, 2**31 - 1]
+    batch = [[BOS] + tokens, [BOS] + tokens[::-1][:5]]
+    lengths = np.array([len(s) for s in batch])
+    starts = inputs._sequence_starts(lengths)
+    got = codec._int_ids([t for s in batch for t in s], lengths, starts)
+    want = codec._object_ids([t for s in batch for t in s])
+    assert got is not None and got.tolist() == want.tolist()
+    assert sum(i != inputs.NO_VALUE for i in want.tolist()) == 2 + 4 + 1  # BOS, -5, 0, 2, 4000
+    for stray in (True, 2**31, np.int64(2), 2.0, _Two.TWO):  # not 32-bit Python ints
+        assert codec._int_ids([BOS, 0, stray], np.array([3]), np.array([0])) is None

@@ -15,8 +15,8 @@ direction reaches `spec.ACTIVE_THRESHOLD` (decoded as None, as RASP gives
 None there), or floats for a numerical one. `run_batch` does all three.
 
 Encoding and decoding are vectorised: a batch of strings is read as the code
-points of one joined string and a batch of small ints as one `bytes` object,
-each indexed into a numpy table; any other batch takes one dict lookup per
+points of one joined string and a batch of ints as the fields of one
+`marshal` record, each indexed into a numpy table; any other batch takes one dict lookup per
 token at C speed. Numpy checks then run on the whole batch; decoding is one
 lookup-table index per batch. `enumerate_inputs` lists every
 BOS-prefixed input of a model's domain up to a length, or a seeded sample.
@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import marshal
+import math
 import operator
 import random
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -36,6 +38,11 @@ import numpy as np
 from tracr.transformer import spec as spec_lib
 
 Value = Any
+# The widest range of vocabulary ints read through one table (`Codec._int_ids`).
+INT_TABLE_SPAN = 1 << 16
+# A marshal (version 2) int record: the type byte "i", then 4 bytes little-endian.
+_MARSHAL_INT = np.dtype([("code", "u1"), ("value", "<i4")])
+
 NO_VALUE = -1  # an output id that decodes as None (no output direction is active)
 
 
@@ -192,15 +199,16 @@ class Codec:
     ) -> np.ndarray:
         """Flat ids of every token in order; NO_VALUE for unknown tokens.
 
-        Batches of strings or of small ints are looked up as one array
-        (`_string_ids`, `_small_int_ids`); anything else, or anything those
+        Batches of strings or of ints are looked up as one array
+        (`_string_ids`, `_int_ids`); anything else, or anything those
         cannot decide, by one dict lookup per token (`_object_ids`). All three
         give the same ids (tests/transformer/test_vector_lookup.py).
         """
+        ids = self._string_ids(batch, starts)
+        if ids is not None:
+            return ids
         flat = list(itertools.chain.from_iterable(batch))
-        ids = self._string_ids(flat)
-        if ids is None:
-            ids = self._small_int_ids(flat, lengths, starts)
+        ids = self._int_ids(flat, lengths, starts)
         return self._object_ids(flat) if ids is None else ids
 
     def _object_ids(self, tokens: List[Value]) -> np.ndarray:
@@ -230,66 +238,89 @@ class Codec:
             table[code] = i
         return separator, table
 
-    def _string_ids(self, flat: List[Value]) -> Optional[np.ndarray]:
-        """Ids of an all-string batch, or None if it is not one.
+    def _string_ids(
+        self, batch: Sequence[Sequence[Value]], starts: np.ndarray
+    ) -> Optional[np.ndarray]:
+        """Flat ids of an all-string batch, or None if it is not one.
 
         The tokens are joined into one string, each followed by a separator
-        that no vocabulary token holds, and its code points read as one
-        array: a one-character token is its code point, looked up in a table.
-        Longer tokens (BOS, PAD, words) go through the dict, or, when they are
-        all the same token (BOS at each start), take its one id. A token
-        holding the separator leaves the whole batch to the dict.
+        that no vocabulary token holds (each sequence joined, then the
+        sequences: no flat list of tokens is built), and its code points read
+        as one array: a one-character token is its code point, looked up in a
+        table. Longer tokens (BOS, PAD, words) go through the dict, or, when
+        they are all the same token (BOS at each start), take its one id. A
+        token holding the separator, or an empty sequence, leaves the whole
+        batch to the dict.
         """
         read = self._char_table
-        if not flat or read is None:
+        if not len(batch) or read is None:
             return None
         separator, table = read
         end = chr(separator)
         try:
-            joined = end.join(flat) + end
+            joined = end.join(map(end.join, batch)) + end
         except TypeError:  # not all strings
             return None
         points = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), np.uint32)
         ends = np.flatnonzero(points == separator)
-        if len(ends) != len(flat):
-            return None  # a token holds the separator
-        starts = np.empty_like(ends)
-        starts[0], starts[1:] = 0, ends[:-1] + 1
-        single = ends - starts == 1
-        ids = table[np.minimum(points[starts], len(table) - 1)]
+        if len(ends) != int(starts[-1]) + len(batch[-1]):
+            return None  # a token holds the separator, or a sequence is empty
+        begins = np.empty_like(ends)
+        begins[0], begins[1:] = 0, ends[:-1] + 1
+        single = ends - begins == 1
+        ids = table[np.minimum(points[begins], len(table) - 1)]
         longer = np.flatnonzero(~single)
         if len(longer):
-            at = longer.tolist()
-            words = [flat[at[0]]] if len(at) == 1 else operator.itemgetter(*at)(flat)
+            if len(longer) == len(batch) and np.array_equal(longer, starts):
+                words = list(map(operator.itemgetter(0), batch))  # the first tokens
+            else:
+                flat = list(itertools.chain.from_iterable(batch))
+                words = list(map(flat.__getitem__, longer.tolist()))
             distinct = set(words)
             if len(distinct) == 1:
                 ids[longer] = self._object_ids(list(distinct))[0]
             else:
-                ids[longer] = self._object_ids(list(words))
+                ids[longer] = self._object_ids(words)
         return ids
 
     @functools.cached_property
-    def _small_int_table(self) -> np.ndarray:
-        """Value 0..255 -> id of the vocabulary number equal to it (not bools)."""
-        table = np.full(256, NO_VALUE, np.int64)
-        for i, t in enumerate(self.tokens):
-            if _is_number(t) and 0 <= t <= 255 and t == int(t):  # NaN, inf fail early
-                table[int(t)] = i
-        return table
+    def _int_table(self) -> Optional[Tuple[int, np.ndarray]]:
+        """(lowest, table): int value v -> id of the vocabulary number equal to
+        it (not bools) at table[v - lowest], the last entry no token; None
+        without integral numbers, or when they span more than INT_TABLE_SPAN
+        values (the dict serves those)."""
+        numbers = {
+            int(t): i
+            for i, t in enumerate(self.tokens)
+            if _is_number(t) and math.isfinite(t) and t == int(t) and abs(t) < 2**31
+        }
+        if not numbers or max(numbers) - min(numbers) > INT_TABLE_SPAN:
+            return None
+        lowest = min(numbers)
+        table = np.full(max(numbers) - lowest + 2, NO_VALUE, np.int64)
+        for value, i in numbers.items():
+            table[value - lowest] = i
+        return lowest, table
 
-    def _small_int_ids(
+    def _int_ids(
         self, flat: List[Value], lengths: np.ndarray, starts: np.ndarray
     ) -> Optional[np.ndarray]:
-        """Ids of a batch of ints in 0..255 after each first token, or None.
+        """Ids of a batch of Python ints after each first token, or None.
 
-        The first tokens (BOS, usually a string) are looked up by dict; the
-        rest are read by `bytes`, which takes ints 0..255 (anything else
-        raises), and indexed into a 256-entry table. `bytes` also takes bools
-        and other objects with `__index__`, so a batch holding any type but
-        int and numpy ints is left to the dict path.
+        The first tokens (BOS, usually a string) are looked up by dict. The
+        rest are written by `marshal` (format version 2), which writes an int
+        of 32 bits as the byte "i" and its 4 bytes, and anything else (a
+        bool, a bigger int, a numpy int, a string) in another form: if the
+        record is exactly n such 5-byte fields, every token is such an int (by
+        induction from the first field), and the values are read as one array
+        and indexed into a table. IntEnums and other types marshal cannot
+        write raise, and leave the batch to the dict path, as does anything
+        else that is not all ints.
         """
-        if not flat or not np.all(lengths > 0):
+        read = self._int_table
+        if not flat or read is None or not np.all(lengths > 0):
             return None  # an empty sequence: the dict path's check names it
+        lowest, table = read
         firsts = list(map(flat.__getitem__, starts.tolist()))
         rest = flat.copy()
         if np.all(lengths == lengths[0]):
@@ -298,12 +329,18 @@ class Codec:
             for start in starts.tolist():
                 rest[start] = 0
         try:
-            values = np.frombuffer(bytes(rest), np.uint8)
-        except (TypeError, ValueError):  # not all ints in 0..255
+            record = marshal.dumps(rest, 2)
+        except ValueError:  # an object marshal cannot write
             return None
-        if not all(t is int or issubclass(t, np.integer) for t in set(map(type, rest))):
-            return None  # True would read as 1, an IntEnum as its value
-        ids = self._small_int_table[values]
+        header = 5  # "[" and the list's length
+        if len(record) != header + _MARSHAL_INT.itemsize * len(rest):
+            return None
+        fields = np.frombuffer(record, _MARSHAL_INT, offset=header)
+        if not np.all(fields["code"] == ord("i")):
+            return None
+        index = fields["value"].astype(np.int64) - lowest
+        index[(index < 0) | (index >= len(table))] = len(table) - 1  # no token
+        ids = table[index]
         ids[starts] = self._object_ids(firsts)
         return ids
 
