@@ -103,6 +103,65 @@ def test_bos_or_pad_in_vocab_is_rejected():
         compiling.compile_rasp_to_model(rasp.tokens + 1, {1, "compiler_pad"}, 3)
 
 
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(mlp_exactness=float("inf")), ValueError, "mlp_exactness must be between 1 and"),
+        (dict(mlp_exactness=float("nan")), ValueError, "mlp_exactness must be between 1 and"),
+        (dict(mlp_exactness=1e6), ValueError, "mlp_exactness must be between 1 and"),  # x3 > 1e6
+        (dict(mlp_exactness=0.5), ValueError, "mlp_exactness must be between 1 and"),
+        (dict(mlp_exactness=True), TypeError, "mlp_exactness must be a number"),
+        (dict(mlp_exactness="100"), TypeError, "mlp_exactness must be a number"),
+        (dict(compiler_bos=None), ValueError, "compiler_bos is None"),
+        (dict(compiler_bos=["b"]), TypeError, "compiler_bos must be hashable"),
+        (dict(causal="yes"), TypeError, "causal must be True or False"),
+        (dict(vocab=[["a"], 1]), TypeError, "vocab tokens must be hashable"),
+        (dict(vocab=iter([])), ValueError, "vocab is empty"),
+    ],
+)
+def test_arguments_that_cannot_give_an_exact_model_are_refused(kwargs, error, match):
+    """inf or huge mlp_exactness once compiled to a model that output None
+    everywhere; compiler_bos=None to one that ignored its first token."""
+    arguments = dict(program=rasp.Map(lambda x: x, rasp.tokens), vocab={1, 2}, max_seq_len=3)
+    arguments.update(kwargs)
+    with pytest.raises(error, match=match):
+        compiling.compile_rasp_to_model(**arguments)
+
+
+def test_vocab_given_as_an_iterator_or_array_compiles_as_a_set():
+    program = lib.make_reverse(rasp.tokens)
+    for vocab in (iter([1, 2, 3]), np.array([1, 2, 3])):
+        model = compiling.compile_rasp_to_model(program, vocab, 3)
+        assert model.apply(["compiler_bos", 1, 2, 3]).decoded[1:] == [3, 2, 1]
+
+
+def test_largest_allowed_mlp_exactness_is_exact():
+    program = lib.make_frac_prevs(rasp.tokens == 1)
+    model = compiling.compile_rasp_to_model(program, {1, 2}, 4, mlp_exactness=1e6 / 4)
+    inputs = list(equivalence.all_inputs({1, 2}, 4))
+    mismatches = equivalence.find_mismatches(model, program, inputs)
+    assert not mismatches, equivalence.first_mismatches(mismatches)
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        rasp.numerical(rasp.Map(lambda x: x + "!", rasp.tokens)).named("shout"),
+        rasp.numerical(
+            rasp.Aggregate(
+                rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ),
+                rasp.numerical(rasp.Map(lambda x: x, rasp.tokens)).named("shout"),
+                default=0,
+            )
+        ),
+    ],
+    ids=["map", "aggregate"],
+)
+def test_numerical_sop_of_strings_is_refused_by_name(program):
+    with pytest.raises(NotImplementedError, match=r"shout_\d+ is numerical but can take the value"):
+        compiling.compile_rasp_to_model(program, {"a", "b"}, 3)
+
+
 def test_bad_inputs_to_apply_are_rejected():
     model = compiling.compile_rasp_to_model(rasp.Map(lambda x: x + 1, rasp.tokens), VOCAB, 3)
     with pytest.raises(ValueError, match="BOS"):

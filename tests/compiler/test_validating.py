@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from tracr.compiler import lib, validating
+from tracr.compiler import compiling, lib, validating
 from tracr.rasp import rasp
 
 tokens, indices = rasp.tokens, rasp.indices
@@ -283,3 +283,49 @@ def test_unsupported_expr_value():
     assert (a.expr, a.reason)[1] == "why"
     with pytest.raises(AttributeError):
         a.reason = "x"  # type: ignore[misc]
+
+
+def _number_of_tokens():
+    return rasp.numerical(rasp.Map(lambda x: x, rasp.tokens))
+
+
+@pytest.mark.parametrize(
+    "program,why",
+    [
+        (  # a numerical mean with default None, read by a categorical Map
+            rasp.Map(
+                lambda x: x > 0,
+                rasp.numerical(
+                    rasp.Aggregate(
+                        rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.LT),
+                        _number_of_tokens(),
+                        default=None,
+                    )
+                ),
+            ),
+            "which can be None",
+        ),
+        (  # a numerical-to-categorical Map whose function gives None
+            rasp.Map(
+                lambda x: None if x == 0 else x > 0.5,
+                rasp.numerical(
+                    rasp.LinearSequenceMap(
+                        _number_of_tokens(),
+                        rasp.numerical(rasp.Map(lambda x: x, rasp.indices)),
+                        1,
+                        1,
+                    )
+                ),
+            ),
+            "replaces by a neighbouring value",
+        ),
+    ],
+    ids=["none_default_mean", "map_gives_none"],
+)
+def test_output_that_rasp_leaves_none_but_the_model_would_fill_is_refused(program, why):
+    """Both compiled once to models that output a value (False, True) where
+    the evaluator gives None: [1, 1, 2] -> [None, None, True] came out as
+    [False, False, True]."""
+    with pytest.raises(NotImplementedError, match="may be None in RASP where the compiled") as e:
+        compiling.compile_rasp_to_model(program, {0, 1, 2}, 3)
+    assert why in str(e.value)

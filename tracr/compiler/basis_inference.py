@@ -326,6 +326,8 @@ class ValueSetInference:
             raise _function_error(expr, [self.value_sets[c.label] for c in expr.children], e) from e
         if raised and rasp.is_numerical(expr):
             _refuse_raising(expr, *raised[0])
+        if rasp.is_numerical(expr) and not isinstance(value_set, SortedNumbers):
+            _refuse_non_numbers(expr, value_set)
         self.value_sets[expr.label] = value_set
         return value_set
 
@@ -419,6 +421,17 @@ class ValueSetInference:
         raise NotImplementedError(
             f"Cannot infer the value set of {expr.label} ({type(expr).__name__})."
         )
+
+
+def _refuse_non_numbers(expr: rasp.SOp, value_set: AbstractSet[Any]) -> None:
+    """A numerical SOp is one residual direction holding its value: a number."""
+    for value in value_set:
+        if value is not None and not isinstance(value, (int, float, np.number)):
+            raise NotImplementedError(
+                f"{expr.label} is numerical but can take the value {value!r}, which is not a "
+                "number (a numerical SOp is one residual direction holding its value). Make it "
+                "categorical (rasp.categorical), or make its function return numbers."
+            )
 
 
 def _refuse_raising(expr: rasp.SOp, args: tuple, error: ArithmeticError) -> None:

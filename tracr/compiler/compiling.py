@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import numbers
 import time
 from typing import Dict, Iterator, Optional, Set, Tuple
+
+import numpy as np
 
 from tracr.compiler import (
     assemble,
@@ -31,30 +34,88 @@ from tracr.compiler import (
 )
 from tracr.craft import bases
 from tracr.rasp import rasp
+from tracr.utils import errors
 
 COMPILER_BOS = "compiler_bos"
 COMPILER_PAD = "compiler_pad"
 
 
-def _check_arguments(program, vocab, max_seq_len, compiler_bos, compiler_pad) -> None:
+# mlp_exactness x max_seq_len at most this: float32 holds about 7 digits, and a
+# discretising MLP's hidden values grow with its sharpness times the input values.
+# Measured on reverse and sort_freq: exact at 1e7 (1e6 x 10), wrong at 1.5e7 (3e6 x 5).
+MLP_EXACTNESS_BUDGET = 1e6
+
+
+def _check_arguments(
+    program, vocab, max_seq_len, causal, compiler_bos, compiler_pad, mlp_exactness
+) -> Set[rasp.Value]:
+    """Refuses arguments that cannot give an exact model; returns the vocab as a set.
+
+    Raises TracrUserError (a ValueError, as in Tracr) or TypeError.
+    """
     if not isinstance(program, rasp.SOp):
         raise TypeError(f"program must be a rasp.SOp, got {type(program).__name__}: {program!r}.")
     if isinstance(vocab, (str, bytes)) or not hasattr(vocab, "__iter__"):
         raise TypeError(f"vocab must be a set of tokens, got {type(vocab).__name__}: {vocab!r}.")
-    if not vocab:
-        raise ValueError("vocab is empty: give the set of tokens the model should accept.")
+    try:
+        tokens = set(vocab)  # once: an iterator would be used up by the checks
+    except TypeError:
+        bad = next(t for t in vocab if not _hashable(t))
+        raise TypeError(
+            f"vocab tokens must be hashable (str, int, float, bool, ...); got "
+            f"{type(bad).__name__}: {bad!r}."
+        ) from None
+    if not tokens:
+        raise errors.TracrUserError(
+            "vocab is empty: give the set of tokens the model should accept."
+        )
     if isinstance(max_seq_len, bool) or not isinstance(max_seq_len, int) or max_seq_len < 1:
-        raise ValueError(f"max_seq_len must be a positive int, got {max_seq_len!r}.")
-    if compiler_bos == compiler_pad:
-        raise ValueError(f"compiler_bos and compiler_pad must differ, both are {compiler_bos!r}.")
+        raise errors.TracrUserError(f"max_seq_len must be a positive int, got {max_seq_len!r}.")
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(f"causal must be True or False, got {type(causal).__name__}: {causal!r}.")
+    if compiler_bos is None:
+        raise errors.TracrUserError(
+            "compiler_bos is None; the model needs a BOS token (every input starts with it, "
+            "and attention falls back to it). Pass a token that is not in the vocab."
+        )
     for name, token in (("compiler_bos", compiler_bos), ("compiler_pad", compiler_pad)):
-        if token in vocab:
-            raise ValueError(
+        if not _hashable(token):
+            raise TypeError(f"{name} must be hashable, got {type(token).__name__}: {token!r}.")
+    if compiler_bos == compiler_pad:
+        raise errors.TracrUserError(
+            f"compiler_bos and compiler_pad must differ, both are {compiler_bos!r}."
+        )
+    for name, token in (("compiler_bos", compiler_bos), ("compiler_pad", compiler_pad)):
+        if token is not None and token in tokens:
+            raise errors.TracrUserError(
                 f"The {name} token {token!r} is also in the vocab; pass a different {name}= "
                 "or remove it from the vocab."
             )
-    if None in vocab:
-        raise ValueError("vocab contains None, which RASP uses for 'no value'; remove it.")
+    if None in tokens:
+        raise errors.TracrUserError(
+            "vocab contains None, which RASP uses for 'no value'; remove it."
+        )
+    if mlp_exactness is not None:
+        if isinstance(mlp_exactness, bool) or not isinstance(mlp_exactness, numbers.Real):
+            raise TypeError(
+                f"mlp_exactness must be a number (or None for the default), got "
+                f"{type(mlp_exactness).__name__}: {mlp_exactness!r}."
+            )
+        if not 1 <= mlp_exactness <= MLP_EXACTNESS_BUDGET / max_seq_len:
+            raise errors.TracrUserError(
+                f"mlp_exactness must be between 1 and {MLP_EXACTNESS_BUDGET:g} / max_seq_len "
+                f"= {MLP_EXACTNESS_BUDGET / max_seq_len:g} for exact steps in float32, got "
+                f"{mlp_exactness!r}. Leave it None (the default, 2) unless you need Tracr's 100."
+            )
+    return tokens
+
+
+def _hashable(token) -> bool:
+    try:
+        hash(token)
+    except TypeError:
+        return False
+    return True
 
 
 def compile_rasp_to_model(
@@ -150,8 +211,9 @@ def compile_rasp_to_model_with_report(
     check = invariants.enabled(check_invariants)
     report = CompileReport()
     with report.timing("validate"):
-        _check_arguments(program, vocab, max_seq_len, compiler_bos, compiler_pad)
-        vocab = set(vocab)
+        vocab = _check_arguments(
+            program, vocab, max_seq_len, causal, compiler_bos, compiler_pad, mlp_exactness
+        )
         unsupported = validating.static_validate(program)
     if unsupported:
         reasons = "\n".join(f"  - {u.expr.label}: {u.reason}" for u in unsupported)

@@ -61,6 +61,8 @@ PATHS = ("apply", "apply_batch", "compressed")
 REJECTION_CATEGORIES: Tuple[Tuple[str, str], ...] = (
     ("none_under_not_or", r"Not/Or around it"),
     ("none_into_selector", r"may be None in RASP where the compiled model holds a value"),
+    ("none_into_output", r"may be None in RASP where the compiled model outputs a value"),
+    ("numerical_non_number", r"is numerical but can take the value"),
     ("indistinguishable_floats", r"differ only by float rounding"),
     ("numerical_value_set_too_large", r"different means"),
     ("numerical_select", r"Select's (keys|queries) .* numerical"),
