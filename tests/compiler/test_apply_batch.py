@@ -219,6 +219,7 @@ def test_numerical_apply_and_apply_batch_agree_to_float32_rounding():
         ([[BOS, 1, 2, 3, 1, 2, 3]], "at most"),
         ([[BOS, True]], "Unknown tokens"),  # True == 1 in Python, but not a vocab token
         ([[BOS, 1], []], "BOS"),
+        ([[BOS, [1]]], r"Inputs \{\[1\]\} not found"),  # unhashable: unknown, not a crash
     ],
 )
 def test_bad_inputs_raise_the_same_errors_as_apply(sort_model, bad, match):
@@ -315,3 +316,17 @@ def test_micro_batches_inside_a_call_give_the_same_outputs(sort_model):
         return runner(inputs)
 
     _assert_same(program, inputs, run(8), run(0))
+
+
+@pytest.mark.parametrize(
+    "batch", [{(BOS, 1): 0}, {(BOS, 1)}, "abc", None, np.array([[BOS, 1]], dtype=object)]
+)
+def test_a_batch_that_is_not_a_list_of_lists_is_a_type_error(sort_model, batch):
+    with pytest.raises(TypeError, match="Expected a list of token lists"):
+        sort_model.apply_batch(batch)
+
+
+@pytest.mark.parametrize("max_batch", ["8", 0, 2.0, True])
+def test_max_batch_must_be_a_positive_int(sort_model, max_batch):
+    with pytest.raises(ValueError, match="max_batch must be an int >= 1"):
+        sort_model.apply_batch([[BOS, 1]], max_batch=max_batch)

@@ -79,6 +79,16 @@ def test_w_of_the_wrong_width_is_refused():
         running.compressed_params(model, np.ones(11))
 
 
+def test_non_finite_w_is_refused():
+    model = _compiled("frac_prevs")
+    w = np.eye(10)
+    for bad in (np.nan, np.inf, 1e39):  # 1e39 overflows float32
+        w_bad = w.copy()
+        w_bad[3, 4] = bad
+        with pytest.raises(ValueError, match=r"non-finite value .* at \(3, 4\)"):
+            running.CompressedModel(model, w_bad)
+
+
 def test_compressed_apply_decodes_none_where_rasp_has_none():
     program = lib.shift_by(1, rasp.tokens)  # position 0 selects nothing: None
     model = compiling.compile_rasp_to_model(program, {1, 2, 3}, 3)

@@ -106,6 +106,12 @@ def check_w(compiled: assembled.AssembledTransformerModel, w: Any) -> np.ndarray
             f"w must be [d, D] with D = {residual_size} (the model's residual width) and "
             f"d >= 1, got shape {w.shape}; pass e.g. exact_compression(model).w."
         )
+    if not np.all(np.isfinite(w)):
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(w))[0])
+        raise ValueError(
+            f"w holds a non-finite value ({w[bad]} at {bad}) in float32; a compressed model "
+            "needs a finite w (one trained with too high a learning rate can diverge)."
+        )
     return w
 
 

@@ -88,6 +88,8 @@ class LensModel:
     def decode_batch(self, batch: Sequence[Sequence[Any]]) -> List[List[Any]]:
         """Decoded values of inputs of any lengths; PAD keys are masked out of attention."""
         ids, mask, lengths = self.batch(batch)
+        if not lengths:  # an empty batch, as `apply_batch([])`
+            return []
         if _ignores_padding(self.model):
             logits = self.model.run_with_hooks(
                 ids, attention_mask=mask, fwd_hooks=[(_is_attn_scores, _hide_keys(mask))]

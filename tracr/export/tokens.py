@@ -34,8 +34,11 @@ def require_spec(model: assembled.AssembledTransformerModel) -> spec_lib.ModelSp
 
 @dataclasses.dataclass(frozen=True)
 class TokenCodec:
-    """Encodes inputs to ids and decodes logits, as `model.apply` does
-    (`inputs.Codec` with torch tensors accepted)."""
+    """Encodes inputs to ids and decodes logits (numpy or torch), as `model.apply` does.
+
+    Encoding is `inputs.Codec.encode` itself, so a bad input or batch raises
+    the same exception, with the same message, as `model.apply` /
+    `model.apply_batch` (tests/export/test_bad_inputs.py)."""
 
     codec: inputs.Codec
     categorical: bool
@@ -51,14 +54,28 @@ class TokenCodec:
         return self.codec.pad_id
 
     def encode(self, tokens: Sequence[Any]) -> List[int]:
-        """Ids of one input that starts with BOS (errors as `model.apply`)."""
-        return self.codec.encode([list(tokens)]).ids[0].tolist()
+        """Ids of one input that starts with BOS.
+
+        Raises:
+          TypeError, ValueError: as `model.apply` (the same `inputs.Codec`
+            check, the same messages): `tokens` is not a list or tuple, or is
+            empty, lacks BOS, holds BOS or PAD after position 0, an unknown
+            token, or more than max_seq_len + 1 tokens.
+        """
+        return self.codec.encode([tokens]).ids[0].tolist()
 
     def encode_batch(self, batch: Sequence[Sequence[Any]]) -> Tuple[np.ndarray, List[int]]:
-        """[B, T] ids, right-padded with PAD, and the length of each input."""
-        if not batch:
-            raise ValueError("batch is empty; give at least one input.")
-        encoded = self.codec.encode([list(tokens) for tokens in batch])
+        """[B, T] int64 ids, right-padded with PAD, and the length of each input.
+
+        An empty batch gives ids of shape [0, 0] and no lengths (`apply_batch([])`
+        returns []).
+
+        Raises:
+          TypeError, ValueError: as `model.apply_batch`: `batch` is not a
+            list or tuple of lists or tuples, or a sequence is
+            bad as in `encode` (the message names the sequence).
+        """
+        encoded = self.codec.encode(batch)
         return encoded.ids.astype(np.int64), encoded.lengths.tolist()
 
     def keep_mask(self, token_ids):

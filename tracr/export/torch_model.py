@@ -168,6 +168,8 @@ class TracrTorchModel(nn.Module):
     def decode_batch(self, batch: Sequence[Sequence[Any]]) -> List[List[Any]]:
         """`model.apply_batch`: inputs of any lengths (each starting with BOS), padded with PAD."""
         ids, lengths = self.codec.encode_batch(batch)
+        if not lengths:  # an empty batch, as `apply_batch([])`
+            return []
         logits = self.forward(torch.as_tensor(ids, device=self.embed.weight.device))
         return [self.codec.decode(row[:n]) for row, n in zip(logits, lengths)]
 

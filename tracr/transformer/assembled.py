@@ -151,6 +151,7 @@ class AssembledTransformerModel:
         from tracr.transformer import batching, fast, sharding  # optional fast path
 
         max_batch = batching.DEFAULT_MAX_BATCH if max_batch is None else max_batch
+        batching.check_max_batch(max_batch)  # before the cache: 2.0 would find 2's runner
         content = self._content()
         key = (max_batch, mesh)
         cached, runner = self._batch_runners.get(key, (None, None))

@@ -84,6 +84,11 @@ def make_mesh(model: int = 1, devices: Optional[Sequence[jax.Device]] = None) ->
     return Mesh(grid, (BATCH_AXIS, MODEL_AXIS))
 
 
+def check_max_batch(max_batch: Any) -> None:
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}.")
+
+
 def _pow2_at_least(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(n, 1))))
 
@@ -147,8 +152,7 @@ class BatchRunner:
                 "the model needs both a BOS and a PAD token to run batches "
                 f"(got bos={codec.bos_token!r}, pad={codec.pad_token!r})."
             )
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}.")
+        check_max_batch(max_batch)
         if micro_batch is not None and micro_batch < 0:
             raise ValueError(f"micro_batch must be >= 0 (0: off, None: auto), got {micro_batch}.")
         self.codec = codec
@@ -281,10 +285,7 @@ class BatchRunner:
           ValueError/TypeError: as `encode`, for the first bad sequence of the
             whole batch (earlier chunks may have run; nothing is changed).
         """
-        if isinstance(batch, (str, bytes)) or not hasattr(batch, "__len__"):
-            raise TypeError(
-                f"Expected a list of token lists, got {type(batch).__name__}: {batch!r}."
-            )
+        inputs.check_batch(batch)
         size = self.chunk_size(len(batch))
         decoded: List[List[Any]] = []
         waiting: Optional[Tuple[jax.Array, np.ndarray]] = None

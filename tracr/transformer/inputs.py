@@ -166,10 +166,7 @@ class Codec:
             or PAD after position 0, holds an unknown token, or is longer
             than `max_len`; the message names the sequence and the position.
         """
-        if isinstance(batch, (str, bytes)) or not hasattr(batch, "__len__"):
-            raise TypeError(
-                f"Expected a list of token lists, got {type(batch).__name__}: {batch!r}."
-            )
+        check_batch(batch)
         if not all(map(isinstance, batch, itertools.repeat((list, tuple)))):
             i, s = next((i, s) for i, s in enumerate(batch) if not isinstance(s, (list, tuple)))
             raise TypeError(
@@ -359,8 +356,9 @@ class Codec:
             pos = int(unknown[0] - starts[seq])
             bad = [t for t, j in zip(batch[seq], flat[starts[seq] :]) if j == NO_VALUE]
             known = sorted((str(t) for t in self.tokens), key=str)
+            shown = "{" + ", ".join(dict.fromkeys(map(repr, bad))) + "}"  # tokens may not hash
             raise ValueError(
-                f"Inputs {set(bad)} not found in encoding. Unknown tokens {bad!r} "
+                f"Inputs {shown} not found in encoding. Unknown tokens {bad!r} "
                 f"({_where(seq, pos, n)}); the vocabulary is {known}."
             )
         not_bos = np.flatnonzero(flat[starts] != self.bos_id) if n else []
@@ -514,6 +512,15 @@ def enumerate_inputs(
 
 # --------------------------------------------------------------------------
 # Helpers.
+
+
+def check_batch(batch: Any) -> None:
+    """Raises TypeError unless `batch` is a list (or tuple) of sequences."""
+    if not isinstance(batch, (list, tuple)):
+        raise TypeError(
+            f"Expected a list of token lists, got {type(batch).__name__}: {batch!r}. "
+            "Pass e.g. [[bos, 'a', 'b'], [bos, 'b']]."
+        )
 
 
 def _sequence_starts(lengths: np.ndarray) -> np.ndarray:
