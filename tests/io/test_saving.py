@@ -184,6 +184,7 @@ def legacy(saved):
 
     def to_v2(doc):
         doc.pop("content_hash")
+        doc.pop("program", None)  # program.json's checksum: format version 3 only
         doc.update(format_version=2)
         doc["params"].update(file="params.npz", sha256=saving._sha256(saved / "params.npz"))
 
@@ -546,3 +547,338 @@ def test_hub_folder_loads_back_and_describes_the_model(tmp_path):
     card = (tmp_path / "README.md").read_text()
     assert "lib:make_reverse(tokens)" in card and "max_seq_len: 3" in card
     assert f"layers: {spec.num_layers}" in card and "certificate: exact" in card
+
+
+# --------------------------------------------------------------------------
+# Files edited consistently, as a hostile editor can: the content hash is
+# recomputed (with the public `content_parts`), so only the loader's checks of
+# the model against itself and its weights stand in the way.
+
+
+def _rehash(directory: pathlib.Path, edit_doc=None, edit_arrays=None) -> None:
+    """Applies the edits, then rewrites model.safetensors, params.sha256 and the
+    content hash so that every checksum matches again."""
+    path = directory / "model.safetensors"
+    arrays = dict(safetensors.numpy.load_file(path))
+    doc = json.loads((directory / "model.json").read_text())
+    if edit_doc:
+        edit_doc(doc)
+    if edit_arrays:
+        edit_arrays(arrays)
+    doc.pop("content_hash")
+    with np.errstate(over="ignore"):
+        parts = saving.content_parts(doc, arrays)
+    total = saving._total(parts)
+    metadata = {"format": "tracr-model", "format_version": "3", "content_sha256": total}
+    safetensors.numpy.save_file(arrays, path, metadata=metadata)
+    doc["params"]["sha256"] = saving._sha256(path)
+    doc["content_hash"] = {"sha256": total, "parts": parts}
+    (directory / "model.json").write_text(json.dumps(doc))
+
+
+@pytest.fixture(scope="module")
+def _categorical_template(tmp_path_factory):
+    path = tmp_path_factory.mktemp("categorical")
+    model = compiling.compile_rasp_to_model(lib.make_reverse(rasp.tokens), {"a", "b"}, 3)
+    saving.save_model(model, path)
+    return path
+
+
+@pytest.fixture
+def categorical(_categorical_template, tmp_path):
+    """A saved reverse model (categorical output), without program.json."""
+    for name in ("model.json", "model.safetensors"):
+        (tmp_path / name).write_bytes((_categorical_template / name).read_bytes())
+    return tmp_path
+
+
+def test_a_rehashed_unchanged_model_still_loads(saved, categorical):
+    for directory in (saved, categorical):
+        _rehash(directory)
+        saving.load_model(directory)
+
+
+def _both(section, key, change):
+    """Edits `section.key` in model.json and in its spec alike (a consistent edit)."""
+
+    def edit(doc):
+        for root in (doc, doc["spec"]):
+            root[section][key] = change(root[section][key], doc)
+
+    return edit
+
+
+def _spec(*path, value):
+    def edit(doc):
+        target = doc["spec"]
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value(target[path[-1]]) if callable(value) else value
+
+    return edit
+
+
+def _first(doc, what):
+    return next(i for i, layer in enumerate(doc["spec"]["layers"]) if layer[what])
+
+
+def _layer_edit(what, change):
+    def edit(doc):
+        layer = doc["spec"]["layers"][_first(doc, what)]
+        change(layer)
+
+    return edit
+
+
+INCONSISTENT = [
+    # BOS and PAD the same token: padded positions would read as BOS.
+    (_both("input", "pad_token", lambda v, d: d["input"]["bos_token"]), "pad_token is the BOS"),
+    (_both("input", "tokens", lambda v, d: v[::-1]), "embeds\\[0\\] is residual"),
+    (_both("output", "values", lambda v, d: v[::-1]), "output column 0 reads residual"),
+    (
+        lambda d: (
+            _spec("output", "reads", value=lambda v: v[::-1])(d),
+            d.update(unembedding=d["unembedding"][::-1]),
+        ),
+        "output column 0 reads residual",
+    ),
+    (_spec("input", "embeds", value=lambda v: v[::-1]), "embeds\\[1\\] is residual"),
+    (_spec("input", "positions", value=lambda v: v[:2]), "positions has 2 entries"),
+    (_spec("residual_values", value=lambda v: [{"type": "str", "value": "z"}] * len(v)), "labels"),
+    (_layer_edit("heads", lambda layer: layer.update(heads=[])), "lists no head there"),
+    (_layer_edit("mlp", lambda layer: layer.update(mlp=None)), "hidden units with weights"),
+    (
+        _layer_edit("heads", lambda layer: layer["heads"][0].update(query=[0])),
+        "spec does not describe the weights \\(head .*: query uses",
+    ),
+    (_layer_edit("heads", lambda layer: layer["heads"][0].update(head=1.7)), "head must be an int"),
+    (_layer_edit("heads", lambda layer: layer["heads"][0].update(head=5)), "not distinct ints"),
+    (_layer_edit("heads", lambda layer: layer["heads"][0].update(head=-1)), "not distinct ints"),
+    (_spec("layer_norm", value="false"), "layer_norm must be true or false, got 'false'"),
+    (_spec("causal", value="false"), "causal must be true or false"),
+    (_spec("output", "categorical", value="false"), "categorical must be true or false"),
+    (_spec("layers", 0, "index", value=1), "layers\\[0\\].index is 1"),
+]
+
+
+@pytest.mark.parametrize("edit, match", INCONSISTENT, ids=[m for _, m in INCONSISTENT])
+def test_a_model_json_inconsistent_with_itself_or_the_weights_is_refused(categorical, edit, match):
+    _rehash(categorical, edit)
+    before = {p.name: p.read_bytes() for p in categorical.iterdir()}
+    _load_fails(categorical, match)
+    assert {p.name: p.read_bytes() for p in categorical.iterdir()} == before
+
+
+def test_positions_must_cover_max_seq_len(categorical):
+    """max_seq_len raised everywhere, pos_embed padded to match, positions left short."""
+
+    def edit_doc(doc):
+        doc["config"]["max_seq_len"] = doc["spec"]["input"]["max_seq_len"] = 5
+
+    def edit_arrays(arrays):
+        pos = arrays["pos_embed/embeddings"]
+        arrays["pos_embed/embeddings"] = np.concatenate([pos, np.zeros((2, pos.shape[1]), "f4")])
+
+    _rehash(categorical, edit_doc, edit_arrays)
+    _load_fails(categorical, "positions has 4 entries, but max_seq_len 5 needs 6")
+
+
+def test_an_inconsistent_model_is_not_saved(tmp_path):
+    import dataclasses
+
+    model = compiling.compile_rasp_to_model(lib.make_reverse(rasp.tokens), {"a", "b"}, 3)
+    spec = model.spec
+    model.spec = dataclasses.replace(
+        spec, input=dataclasses.replace(spec.input, pad_token=spec.input.bos_token)
+    )
+    with pytest.raises(ValueError, match="cannot be saved: input.pad_token is the BOS"):
+        saving.save_model(model, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+# --------------------------------------------------------------------------
+# float64 weights beyond float32's range would load as inf.
+
+
+def test_float64_weights_beyond_float32_are_refused(categorical):
+    name = "token_embed/embeddings"
+    _rehash(categorical, edit_arrays=lambda a: a.update({name: a[name].astype("f8") * 1e300}))
+    _load_fails(categorical, f"'{name}' contains NaN or infinite values \\(float64 values beyond")
+
+
+def test_npz_float64_weights_beyond_float32_are_refused(legacy):
+    name = "token_embed/embeddings"
+    _rewrite_npz(legacy, lambda a: a.update({name: a[name].astype("f8") * 1e300}))
+    _load_fails(legacy, f"'{name}' contains NaN or infinite values \\(float64 values beyond")
+
+
+def test_finite_float64_weights_still_load(legacy, _template):
+    _rewrite_npz(legacy, lambda a: a.update({k: v.astype("f8") for k, v in a.items()}))
+    _assert_same_model(saving.load_model(_template), saving.load_model(legacy))
+
+
+# --------------------------------------------------------------------------
+# A version-3 file relabelled as version 2 (which has no content hash).
+
+
+def _to_v2(directory: pathlib.Path, edit=None, keep=("content_hash",)) -> None:
+    """Converts a saved model to version 2's layout, keeping the v3 fields in `keep`."""
+    arrays = safetensors.numpy.load_file(directory / "model.safetensors")
+    (directory / "model.safetensors").unlink()
+    with open(directory / "params.npz", "wb") as f:
+        np.savez(f, **arrays)
+
+    def to_v2(doc):
+        for key in ("content_hash", "program"):
+            if key not in keep:
+                doc.pop(key, None)
+        doc.update(format_version=2)
+        doc["params"].update(file="params.npz", sha256=saving._sha256(directory / "params.npz"))
+        if edit:
+            edit(doc)
+
+    _edit_json(directory, to_v2)
+
+
+def test_a_version_2_file_with_version_3_fields_is_refused(categorical):
+    _to_v2(categorical, keep=("content_hash",))
+    _load_fails(categorical, "format_version is 2, but the file has \\['content_hash'\\]")
+
+
+def test_an_edited_version_2_file_is_refused_by_the_consistency_checks(categorical):
+    _to_v2(categorical, _both("output", "values", lambda v, d: v[::-1]), keep=())
+    _load_fails(categorical, "output column 0 reads residual")
+
+
+def test_a_version_2_file_loads_with_a_warning(categorical, caplog):
+    _to_v2(categorical, keep=())
+    with caplog.at_level("WARNING"):
+        saving.load_model(categorical)
+    assert "format version 2 has no content hash" in caplog.text
+
+
+# --------------------------------------------------------------------------
+# Clear messages for files that are not regular files, and a float version.
+
+
+@pytest.mark.parametrize("name", ["model.json", "model.safetensors"])
+def test_a_directory_in_place_of_a_file_is_named(saved, name):
+    (saved / name).unlink()
+    (saved / name).mkdir()
+    _load_fails(saved, f"{name} is not a regular file \\(a directory")
+
+
+def test_a_device_in_place_of_model_json_is_refused_unread(saved):
+    (saved / "model.json").unlink()
+    (saved / "model.json").symlink_to("/dev/zero")
+    _load_fails(saved, "model.json is not a regular file")
+
+
+def test_a_float_format_version_is_refused(saved):
+    _rehash(saved, lambda d: d.update(format_version=3.0))
+    _load_fails(saved, "format_version 3.0 is not supported")
+
+
+# --------------------------------------------------------------------------
+# program.json: its SHA-256 is part of model.json, and it must be this model's.
+
+
+@pytest.fixture(scope="module")
+def _with_program(tmp_path_factory):
+    """reverse and length, compiled for the same vocabulary and max_seq_len."""
+    path = tmp_path_factory.mktemp("with_program")
+    for name, program in (
+        ("reverse", lib.make_reverse(rasp.tokens)),
+        ("length", lib.make_length()),
+    ):
+        model = compiling.compile_rasp_to_model(program, {"a", "b"}, 3)
+        saving.save_model(model, path / name)
+    return path
+
+
+@pytest.fixture
+def reverse_dir(_with_program, tmp_path):
+    for p in (_with_program / "reverse").iterdir():
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    return tmp_path
+
+
+def _edit_program(directory, edit):
+    path = directory / "program.json"
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _older_v3(directory):
+    """As tracr wrote version 3 before model.json held program.json's SHA-256."""
+    _rehash(directory, lambda d: d.pop("program", None))
+
+
+def test_model_json_records_program_json_checksum(reverse_dir):
+    doc = json.loads((reverse_dir / "model.json").read_text())
+    assert doc["program"] == {
+        "file": "program.json",
+        "sha256": saving._sha256(reverse_dir / "program.json"),
+    }
+    assert "program.sha256" in doc["content_hash"]["parts"]
+    loaded = saving.load_model(reverse_dir)
+    assert loaded.program(["a", "b", "b"]) == ["b", "b", "a"]
+
+
+def test_another_models_program_json_is_refused(reverse_dir, _with_program):
+    (reverse_dir / "program.json").write_bytes((_with_program / "length/program.json").read_bytes())
+    _load_fails(reverse_dir, "output is named 'length', but the model computes 'reverse_")
+    _older_v3(reverse_dir)  # no checksum to compare: the output's name still is
+    _load_fails(reverse_dir, "output is named 'length'.*belongs to another model")
+
+
+def test_an_edited_program_json_fails_its_checksum(reverse_dir):
+    def edit(doc):
+        table = next(e for e in doc["exprs"] if e["kind"] == "map")["table"]
+        table[0][1] = table[-1][1] if table[0][1] != table[-1][1] else {"type": "int", "value": 9}
+
+    _edit_program(reverse_dir, edit)
+    _load_fails(reverse_dir, "program.json does not match the SHA-256 recorded in model.json")
+
+
+def test_older_version_3_files_without_the_checksum_still_load(reverse_dir):
+    _older_v3(reverse_dir)
+    loaded = saving.load_model(reverse_dir)
+    assert loaded.program(["a", "b", "b"]) == ["b", "b", "a"]
+    assert loaded.apply(["compiler_bos", "a", "b", "b"]).decoded[1:] == ["b", "b", "a"]
+
+
+def test_a_program_json_with_a_duplicate_table_input_is_refused(reverse_dir):
+    _older_v3(reverse_dir)
+
+    def edit(doc):
+        table = next(e for e in doc["exprs"] if e["kind"] == "map")["table"]
+        table.append([table[0][0], {"type": "int", "value": 99}])
+
+    _edit_program(reverse_dir, edit)
+    _load_fails(
+        reverse_dir, "program.json: exprs\\[\\d+\\] \\(map\\) lists the input .* more than once"
+    )
+
+
+def test_a_program_json_whose_output_is_another_expression_is_refused(reverse_dir):
+    _older_v3(reverse_dir)
+    _edit_program(reverse_dir, lambda d: d.update(output=0))
+    _load_fails(reverse_dir, "program.json: its program's output is named 'indices'")
+
+
+def test_a_directory_in_place_of_program_json_is_named(reverse_dir):
+    (reverse_dir / "program.json").unlink()
+    (reverse_dir / "program.json").mkdir()
+    _load_fails(reverse_dir, "program.json is not a regular file \\(a directory")
+
+
+def test_a_program_that_the_model_does_not_compute_is_not_written(tmp_path, caplog):
+    model = compiling.compile_rasp_to_model(lib.make_reverse(rasp.tokens), {"a", "b"}, 3)
+    with caplog.at_level("WARNING"):
+        saving.save_model(model, tmp_path, program=lib.make_length())
+    assert not (tmp_path / "program.json").exists()
+    assert "the program's output is named 'length', but the model computes" in caplog.text
+    assert json.loads((tmp_path / "model.json").read_text())["program"] is None
+    assert saving.load_model(tmp_path).program is None

@@ -16,8 +16,21 @@ program without lambdas, when the program is known: see `tracr.io.program`)::
 The content hash covers the canonical JSON of every field of model.json (each
 second-level field hashed on its own) together with every array: a model
 edited after saving, in the JSON or the weights, is refused with one line
-naming the fields or arrays that changed. Models saved by format version 2
-(`params.npz`, no content hash) still load.
+naming the fields or arrays that changed. model.json's `program` field holds
+program.json's SHA-256 (null when no program was written), so program.json is
+covered too: another model's program, or an edited one, is refused. Models
+saved by format version 2 (`params.npz`, no content hash) still load, with a
+warning; a version-2 file carrying version-3 fields (`content_hash`,
+`program`) is refused. Version-3 files written before the `program` field
+existed still load (their program.json is checked against the model's
+vocabulary, max_seq_len and output name, not a checksum).
+
+Loading also checks that the model's description agrees with itself and with
+the weights (`_model_problem`, then `tracr.compiler.invariants.check_spec`):
+BOS and PAD differ, every token, position and output value is the residual
+direction the spec names, head and hidden-unit indices are distinct ints in
+range, and no head or hidden unit has weights the spec does not list. A model
+that fails these is refused on saving too, so what saves, loads.
 
 Example::
 
@@ -55,6 +68,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import zipfile
 import zlib
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -101,7 +115,11 @@ _TOP_KEYS = {
     "metadata",
     "spec",
     "content_hash",
+    "program",
 }
+# Fields that only format version 3 writes: a version-2 file that has them is a
+# version-3 file relabelled (which would skip the content hash).
+_V3_ONLY_KEYS = ("content_hash", "program")
 _CONFIG_KEYS = {
     "num_heads": int,
     "num_layers": int,
@@ -116,6 +134,7 @@ _CONFIG_KEYS = {
 }
 _INPUT_KEYS = {"tokens", "bos_token", "pad_token"}
 _PARAMS_KEYS = {"file", "sha256"}
+_PROGRAM_KEYS = {"file", "sha256"}
 
 
 # --------------------------------------------------------------------------
@@ -424,8 +443,25 @@ def save_model(
         if flat[name].shape != shape:
             raise ValueError(f"model.params[{name!r}] has shape {flat[name].shape}, want {shape}.")
 
+    problem = _model_problem(_model_spec(compiled), flat) or _invariant_problem(compiled)
+    if problem:
+        raise ValueError(f"The model cannot be saved: {problem}.")
+
     program_doc, program_note = _program_document(
         compiled.program if program is None else program, compiled
+    )
+    program_bytes = None
+    if program_doc is not None:
+        program_text = json.dumps(program_doc, separators=(",", ":"), allow_nan=False)
+        program_bytes = (program_text + "\n").encode("ascii")
+    # program.json's checksum is part of model.json, so the content hash covers it.
+    config_json["program"] = (
+        None
+        if program_bytes is None
+        else {
+            "file": program_io.PROGRAM_FILE,
+            "sha256": hashlib.sha256(program_bytes).hexdigest(),
+        }
     )
 
     parts = content_parts(config_json, flat)
@@ -450,13 +486,12 @@ def save_model(
     text = json.dumps(config_json, indent=1, allow_nan=False, ensure_ascii=True) + "\n"
     _write_atomically(directory / CONFIG_FILE, text.encode("ascii"))
     program_path = directory / program_io.PROGRAM_FILE
-    if program_doc is None:
+    if program_bytes is None:
         program_path.unlink(missing_ok=True)  # an earlier save's program, not this model's
         if program_note and not hub:
             _LOG.warning("%s: %s not written: %s", directory, program_io.PROGRAM_FILE, program_note)
     else:
-        program_text = json.dumps(program_doc, separators=(",", ":"), allow_nan=False)
-        _write_atomically(program_path, (program_text + "\n").encode("ascii"))
+        _write_atomically(program_path, program_bytes)
     if hub:
         from tracr.io import bundle
 
@@ -476,6 +511,11 @@ def _program_document(
         return None, "the model has no spec, so its vocabulary and max_seq_len are unknown"
     from tracr.transformer import inputs
 
+    if not _computes(program, compiled.spec.output.label):
+        return None, (
+            f"the program's output is named {program.name!r}, but the model computes "
+            f"{compiled.spec.output.label!r} (not the program the model was compiled from)"
+        )
     try:
         doc = program_io.program_to_json(
             program, inputs.domain_tokens(compiled.spec), compiled.spec.max_seq_len
@@ -510,9 +550,22 @@ def _check_keys(section: Any, want: set, where: str, optional: frozenset = froze
         raise ValueError(f"{where} is missing keys {missing}.")
 
 
+def _exists(path: pathlib.Path) -> bool:
+    return path.exists() or path.is_symlink()  # a broken link is there, but not a file
+
+
+def _not_regular(path: pathlib.Path, what: str) -> ValueError:
+    return ValueError(
+        f"{path} is not a regular file (a directory, a device or a broken link?); {what} "
+        "must be the file save_model wrote: remove it and save the model again."
+    )
+
+
 def _read_json(path: pathlib.Path) -> Dict[str, Any]:
-    if not path.is_file():
+    if not _exists(path):
         raise ValueError(f"{path} does not exist: not a saved tracr model directory.")
+    if not path.is_file():
+        raise _not_regular(path, path.name)
     doc = values_lib.read_json_file(path)
     if not isinstance(doc, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(doc).__name__}.")
@@ -523,13 +576,22 @@ def _validate_config(doc: Dict[str, Any], where: str) -> Dict[str, Any]:
     if doc.get("format") != FORMAT_NAME:
         raise ValueError(f"{where}: 'format' is {doc.get('format')!r}, expected {FORMAT_NAME!r}.")
     version = doc.get("format_version")
-    if version not in READABLE_VERSIONS or isinstance(version, bool):
+    if not _is_int(version) or version not in READABLE_VERSIONS:
         raise ValueError(
             f"{where}: format_version {version!r} is not supported; this tracr reads versions "
-            f"{', '.join(map(str, READABLE_VERSIONS))}. Re-save the model with this version "
-            "of tracr."
+            f"{', '.join(map(str, READABLE_VERSIONS))} (an integer). Re-save the model with "
+            "this version of tracr."
         )
-    optional = {"metadata"} | ({"content_hash"} if version == 2 else set())
+    if version == 2:
+        newer = [key for key in _V3_ONLY_KEYS if key in doc]
+        if newer:
+            raise ValueError(
+                f"{where}: format_version is 2, but the file has {newer}, which only format "
+                "version 3 writes (a version-3 model relabelled, whose content hash would not "
+                "be checked); save the model again with this tracr."
+            )
+    # "program" is optional: version-3 files written before it existed lack it.
+    optional = {"metadata", "program"} | ({"content_hash"} if version == 2 else set())
     _check_keys(doc, _TOP_KEYS, where, optional=frozenset(optional))
     config = doc["config"]
     _check_keys(config, set(_CONFIG_KEYS), f"{where} 'config'")
@@ -553,6 +615,10 @@ def _validate_config(doc: Dict[str, Any], where: str) -> Dict[str, Any]:
     if not 0.0 <= config["dropout_rate"] < 1.0:
         raise ValueError(f"{where}: dropout_rate {config['dropout_rate']} is not in [0, 1).")
     return config
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _validate_values(items: Any, where: str) -> List[Any]:
@@ -654,10 +720,7 @@ def _read_safetensors(
                     raise ValueError(
                         f"{where} has shape {shape}, but the config implies {expected[name]}."
                     )
-                array = f.get_tensor(name)
-                if not np.all(np.isfinite(array)):
-                    raise ValueError(f"{where} contains NaN or infinite values.")
-                arrays[name] = np.ascontiguousarray(array, dtype=np.float32)
+                arrays[name] = _finite_float32(f.get_tensor(name), where)
     except safetensors.SafetensorError as e:
         raise ValueError(
             f"{path} is not a valid safetensors file (corrupt or truncated?): {e}"
@@ -694,9 +757,25 @@ def _read_npy(f, name: str, shape: Tuple[int, ...], path: pathlib.Path) -> np.nd
         )
     order = "F" if header[1] else "C"
     array = np.frombuffer(f_data, dtype=dtype).reshape(shape, order=order)
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{where} contains NaN or infinite values.")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    return _finite_float32(array, where)
+
+
+def _finite_float32(array: np.ndarray, where: str) -> np.ndarray:
+    """The array as float32, refused if any value is NaN or infinite there.
+
+    Checked after the cast: a finite float64 beyond float32's range would
+    otherwise load as inf.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.all(np.isfinite(cast)):
+        beyond = bool(np.all(np.isfinite(array)))
+        raise ValueError(
+            f"{where} contains NaN or infinite values"
+            + (" (float64 values beyond float32's range)" if beyond else "")
+            + "; the weights are corrupt or were edited: save the model again."
+        )
+    return cast
 
 
 def load_model(directory: PathLike) -> assembled.AssembledTransformerModel:
@@ -712,10 +791,13 @@ def load_model(directory: PathLike) -> assembled.AssembledTransformerModel:
 
     Raises:
       FileNotFoundError: `directory` does not exist.
-      ValueError: a file is missing, corrupt, truncated, of another format
-        version, or does not match the schema (unknown or missing keys, wrong
-        array names, shapes or dtypes, non-finite values, checksum mismatch), or
-        was edited after saving (content hash).
+      ValueError: a file is missing, not a regular file, corrupt, truncated, of
+        another format version, or does not match the schema (unknown or missing
+        keys, wrong array names, shapes or dtypes, non-finite values, also after
+        the cast to float32, checksum mismatch), was edited after saving
+        (content hash, program.json's SHA-256), or describes a model that
+        contradicts itself or its weights; program.json belongs to another
+        model or lists a table input twice.
     """
     directory = pathlib.Path(directory)
     if not directory.exists():
@@ -789,9 +871,13 @@ def load_model(directory: PathLike) -> assembled.AssembledTransformerModel:
     ):
         raise ValueError(f"{where}: metadata must map strings to strings.")
 
+    program_record = _program_record(doc, where)
+
     params_path = directory / params_file
-    if not params_path.is_file():
+    if not _exists(params_path):
         raise ValueError(f"{params_path} does not exist: the saved model is incomplete.")
+    if not params_path.is_file():
+        raise _not_regular(params_path, params_file)
     digest = _sha256(params_path)
     if digest != params_info["sha256"]:
         raise ValueError(
@@ -819,19 +905,79 @@ def load_model(directory: PathLike) -> assembled.AssembledTransformerModel:
     )
     if version >= 3:
         _check_content_hash(doc, flat, where)
+
+    problem = _model_problem(model_spec, flat)
+    if problem:
+        raise ValueError(
+            f"{where}: {problem} (the file is inconsistent: edited or corrupt); save the "
+            "model again."
+        )
     model = assembled.build_assembled_model(_unflatten_params(flat), model_spec)
-    model.program = _read_program(directory, model_spec)
+    problem = _invariant_problem(model)
+    if problem:
+        raise ValueError(
+            f"{where}: the spec does not describe the weights ({problem}); the file is "
+            "inconsistent (edited or corrupt): save the model again."
+        )
+    model.program = _read_program(directory, model_spec, program_record)
+    if version == 2:
+        _LOG.warning(
+            "%s: format version 2 has no content hash, so edits made after saving cannot be "
+            "detected; save the model again to upgrade it to version %d.",
+            where,
+            FORMAT_VERSION,
+        )
     return model
 
 
-def _read_program(directory: pathlib.Path, model_spec: spec_lib.ModelSpec) -> Any:
-    """The program of program.json, if the folder has one (checked against the model)."""
-    path = directory / program_io.PROGRAM_FILE
-    if not path.exists():
+_ABSENT = object()  # model.json has no "program" field (written before it existed)
+
+
+def _program_record(doc: Mapping[str, Any], where: str) -> Any:
+    """model.json's `program` field: _ABSENT, None (saved without one) or its SHA-256."""
+    if "program" not in doc:
+        return _ABSENT
+    record = doc["program"]
+    if record is None:
         return None
+    _check_keys(record, _PROGRAM_KEYS, f"{where} 'program'")
+    if record["file"] != program_io.PROGRAM_FILE:
+        raise ValueError(
+            f"{where}: program.file must be {program_io.PROGRAM_FILE!r}, got {record['file']!r}."
+        )
+    digest = record["sha256"]
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise ValueError(f"{where}: program.sha256 must be a SHA-256 hex digest, got {digest!r}.")
+    return digest
+
+
+def _read_program(directory: pathlib.Path, model_spec: spec_lib.ModelSpec, record: Any) -> Any:
+    """The program of program.json, if the folder has one (checked against the model).
+
+    `record` is what model.json says about it (`_program_record`): its
+    SHA-256 is checked when model.json has one (a model saved without its
+    program, or by an older tracr, has none: a program.json added later is
+    still checked against the model's domain and output).
+    """
+    path = directory / program_io.PROGRAM_FILE
+    if not _exists(path):
+        if isinstance(record, str):
+            _LOG.info(
+                "%s: %s was saved with the model but is missing; the model loads without "
+                "its program.",
+                directory,
+                program_io.PROGRAM_FILE,
+            )
+        return None
+    if not path.is_file():
+        raise _not_regular(path, program_io.PROGRAM_FILE)
     from tracr.transformer import inputs
 
-    program, vocab, max_seq_len = program_io.load_program_with_domain(path)
+    data = values_lib.read_file_bytes(path)
+    doc = values_lib.parse_json_bytes(data, path)
+    program = program_io.program_from_json(doc, str(path))
+    vocab = [values_lib.decode_optional(v, f"{path} vocab") for v in doc["vocab"]]
+    max_seq_len = doc["max_seq_len"]
     tokens = inputs.domain_tokens(model_spec)
     if sorted(map(_typed_key, vocab), key=repr) != sorted(map(_typed_key, tokens), key=repr) or (
         max_seq_len != model_spec.max_seq_len
@@ -841,7 +987,59 @@ def _read_program(directory: pathlib.Path, model_spec: spec_lib.ModelSpec) -> An
             f"model has {list(tokens)!r} and {model_spec.max_seq_len}: it belongs to another "
             "model; delete it or save the model again."
         )
+    if not _computes(program, model_spec.output.label):
+        raise ValueError(
+            f"{path}: its program's output is named {program.name!r}, but the model computes "
+            f"{model_spec.output.label!r} (spec.output.label): it belongs to another model; "
+            "delete it or save the model again."
+        )
+    if isinstance(record, str) and hashlib.sha256(data).hexdigest() != record:
+        raise ValueError(
+            f"{path} does not match the SHA-256 recorded in {CONFIG_FILE} (program.sha256): "
+            "it is another model's program, or was edited or corrupted; delete it or save "
+            "the model again."
+        )
+    duplicate = _duplicate_table_row(doc)
+    if duplicate:
+        raise ValueError(
+            f"{path}: {duplicate} (a table must give one value per input: the file is corrupt "
+            "or was edited); delete it or save the model again."
+        )
     return program
+
+
+def _computes(program: rasp.SOp, output_label: str) -> bool:
+    """Whether `program` is the expression whose label the spec records as its output.
+
+    A label is `<name>_<unique id>` (`tokens`, `indices`, `length` are their
+    own labels), and program.json keeps only names: a program read back has
+    new ids, so names are compared.
+    """
+    name = program.name
+    return output_label == name or re.fullmatch(re.escape(name) + r"_\d+", output_label) is not None
+
+
+def _duplicate_table_row(doc: Mapping[str, Any]) -> Optional[str]:
+    """Where a Map or SequenceMap table of a program.json lists an input twice, if it does.
+
+    `doc` has already been read by `program_io.program_from_json`, so it is
+    well formed.
+    """
+    for i, item in enumerate(doc["exprs"]):
+        if item.get("kind") not in ("map", "sequence_map"):
+            continue
+        width = 1 if item["kind"] == "map" else 2
+        seen = set()
+        rows = [row[:width] for row in item["table"]]
+        rows += [[x] if width == 1 else x for x in item["no_value"]]
+        for row in rows:
+            key = tuple(_typed_key(values_lib.decode_optional(v, "")) for v in row)
+            if key in seen:
+                args = [values_lib.decode_optional(v, "") for v in row]
+                shown = repr(args[0]) if width == 1 else repr(tuple(args))
+                return f"exprs[{i}] ({item['kind']}) lists the input {shown} more than once"
+            seen.add(key)
+    return None
 
 
 def _read_spec(doc: Mapping[str, Any], where: str) -> spec_lib.ModelSpec:
@@ -866,6 +1064,7 @@ def _check_spec_agrees(model_spec: spec_lib.ModelSpec, where: str, **fields: Any
         "config.mlp_hidden_size": config["mlp_hidden_size"] == model_spec.mlp_hidden_size,
         "config.activation_function": config["activation_function"] == model_spec.activation,
         "config.causal": config["causal"] == model_spec.causal,
+        "config.layer_norm": config["layer_norm"] == model_spec.layer_norm,
         "config.d_model": config["d_model"] == model_spec.d_model,
         "config.max_seq_len": config["max_seq_len"] == model_spec.max_seq_len,
         "input.tokens": [_typed_key(t) for t in fields["tokens"]]
@@ -889,6 +1088,133 @@ def _check_spec_agrees(model_spec: spec_lib.ModelSpec, where: str, **fields: Any
             f"{where}: {', '.join(wrong)} disagree with the model's spec (the file was edited "
             "or is inconsistent); save the model again."
         )
+
+
+def _model_problem(model_spec: spec_lib.ModelSpec, flat: Mapping[str, np.ndarray]) -> Optional[str]:
+    """What in the spec contradicts itself or the weights (None if nothing).
+
+    Checked on saving and loading, so a model that saves also loads: BOS and
+    PAD differ; every token, position, output and `one` direction is the
+    residual direction of that value; residual labels are `name:value`;
+    embeddings write only those directions; head and hidden-unit indices are
+    in range and distinct; weights of head slots and hidden units the spec
+    does not list are zero (a dropped head or MLP is noticed).
+    """
+    spec, inp, out = model_spec, model_spec.input, model_spec.output
+    names, values, labels = spec.residual_names, spec.residual_values, spec.residual_labels
+
+    def is_direction(index: Optional[int], name: str, value: Any) -> bool:
+        return (
+            index is not None
+            and names[index] == name
+            and (values[index] is None) == (value is None)
+            and (value is None or _typed_key(values[index]) == _typed_key(value))
+        )
+
+    for i, (name, value, label) in enumerate(zip(names, values, labels)):
+        if label != (name if value is None else f"{name}:{value}"):
+            return (
+                f"spec.residual_labels[{i}] is {label!r}, but residual_names and "
+                f"residual_values say {name!r} and {value!r}"
+            )
+    if inp.bos_token is None:
+        return "spec.input.bos_token is null; compiled models have a BOS token"
+    if inp.pad_token is not None and _typed_key(inp.pad_token) == _typed_key(inp.bos_token):
+        return f"input.pad_token is the BOS token {inp.bos_token!r}; they must differ"
+    if len(inp.embeds) != len(inp.tokens):
+        return (
+            f"spec.input.embeds has {len(inp.embeds)} entries for {len(inp.tokens)} tokens "
+            "(one per token)"
+        )
+    if len(inp.positions) != inp.max_seq_len + 1:
+        return (
+            f"spec.input.positions has {len(inp.positions)} entries, but max_seq_len "
+            f"{inp.max_seq_len} needs {inp.max_seq_len + 1} (BOS and each position)"
+        )
+    for i, (token, index) in enumerate(zip(inp.tokens, inp.embeds)):
+        if index is not None and not is_direction(index, "tokens", token):
+            return (
+                f"spec.input.embeds[{i}] is residual {index} ({labels[index]!r}), not the "
+                f"direction of token {token!r}"
+            )
+    position_dirs = [i for i in inp.positions if i is not None]
+    if len(set(position_dirs)) != len(position_dirs) or not all(
+        names[i] == "indices" and _is_int(values[i]) for i in position_dirs
+    ):
+        return "spec.input.positions must name distinct 'indices' directions"
+    if inp.one is not None and not is_direction(inp.one, "one", None):
+        return f"spec.input.one is residual {inp.one} ({labels[inp.one]!r}), not 'one'"
+    if out.categorical:
+        if len(out.values) != len(out.reads):
+            return f"spec.output has {len(out.values)} values but reads {len(out.reads)} directions"
+        for j, (value, index) in enumerate(zip(out.values, out.reads)):
+            if not is_direction(index, out.label, value):
+                return (
+                    f"output column {j} reads residual {index} ({labels[index]!r}), not the "
+                    f"direction of {out.label}'s value {value!r}"
+                )
+    elif out.values or len(out.reads) != 1 or not is_direction(out.reads[0], out.label, None):
+        return f"the numerical output must read the one direction {out.label!r} and list no values"
+
+    embeddings = (
+        ("token_embed/embeddings", [{i, inp.one} - {None} for i in inp.embeds]),
+        ("pos_embed/embeddings", [{i} - {None} for i in inp.positions]),
+    )
+    for name, allowed in embeddings:
+        for row, (weights, ok) in enumerate(zip(flat[name], allowed)):
+            stray = set(np.flatnonzero(weights).tolist()) - ok
+            if stray:
+                return (
+                    f"array {name} row {row} writes residual {sorted(stray)[:4]}, which "
+                    "spec.input does not list for it"
+                )
+
+    k, hidden_size = spec.key_size, spec.mlp_hidden_size
+    for layer in spec.layers:
+        slots = [h.head for h in layer.heads]
+        if not all(0 <= h < spec.num_heads for h in slots) or len(set(slots)) != len(slots):
+            return (
+                f"spec.layers[{layer.index}] head indices {slots} are not distinct ints in "
+                f"0..{spec.num_heads - 1}"
+            )
+        units = [u for part in (layer.mlp.parts if layer.mlp else ()) for u in part.hidden]
+        if not all(0 <= u < hidden_size for u in units) or len(set(units)) != len(units):
+            return (
+                f"spec.layers[{layer.index}].mlp hidden units are not distinct ints in "
+                f"0..{hidden_size - 1}"
+            )
+
+        def w(sublayer: str, linear: str, index: int = layer.index) -> np.ndarray:
+            return flat[spec_lib.param_name(index, sublayer, linear) + "/w"]
+
+        qkv = [w("attn", n) for n in ("query", "key", "value")]
+        for h in sorted(set(range(spec.num_heads)) - set(slots)):
+            cols = slice(h * k, (h + 1) * k)
+            if any(np.any(m[:, cols]) for m in qkv) or np.any(w("attn", "linear")[cols]):
+                return (
+                    f"layer {layer.index} head slot {h} has weights, but spec.layers"
+                    f"[{layer.index}] lists no head there"
+                )
+        unused = sorted(set(range(hidden_size)) - set(units))
+        if unused and (
+            np.any(w("mlp", "linear_1")[:, unused]) or np.any(w("mlp", "linear_2")[unused])
+        ):
+            return (
+                f"layer {layer.index}'s MLP has hidden units with weights that "
+                f"spec.layers[{layer.index}].mlp does not list"
+            )
+    return None
+
+
+def _invariant_problem(model: assembled.AssembledTransformerModel) -> Optional[str]:
+    """`invariants.check_spec`'s complaint about a built model, or None."""
+    from tracr.compiler import invariants
+
+    try:
+        invariants.check_spec(model)
+    except invariants.InvariantError as e:
+        return str(e)
+    return None
 
 
 def load_metadata(directory: PathLike) -> Dict[str, str]:

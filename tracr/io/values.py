@@ -31,13 +31,41 @@ def read_json_file(path: pathlib.Path) -> Any:
     MAX_JSON_BYTES, strict JSON (no NaN or Infinity), errors that name the file.
 
     Raises:
-      ValueError: the file is too big, not UTF-8 or not valid JSON.
+      ValueError: the path is not a regular file (a directory, a device), or the
+        file is too big, not UTF-8 or not valid JSON.
     """
-    size = path.stat().st_size
-    if size > MAX_JSON_BYTES:
-        raise ValueError(f"{path} is {size} bytes, more than the {MAX_JSON_BYTES} allowed.")
+    return parse_json_bytes(read_file_bytes(path), path)
+
+
+def read_file_bytes(path: pathlib.Path, limit: int = MAX_JSON_BYTES) -> bytes:
+    """The bytes of the regular file `path`, at most `limit` of them.
+
+    A directory, a device (/dev/zero would never end) or a pipe is refused
+    before anything is read.
+
+    Raises:
+      ValueError: `path` is not a regular file, or holds more than `limit` bytes.
+    """
+    if not path.is_file():
+        raise ValueError(
+            f"{path} is not a regular file (a directory, a device or a broken link?); it must "
+            "be the file tracr wrote."
+        )
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{path} is more than the {limit} bytes allowed.")
+    return data
+
+
+def parse_json_bytes(data: bytes, path: Any) -> Any:
+    """Strict JSON (no NaN or Infinity) from `data`; errors name `path`.
+
+    Raises:
+      ValueError: `data` is not UTF-8 or not valid JSON.
+    """
     try:
-        return json.loads(path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant)
+        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ValueError(f"{path} is not valid JSON (corrupt or truncated?): {e}") from None
 

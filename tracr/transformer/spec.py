@@ -360,34 +360,69 @@ class ModelSpec:
 
     @classmethod
     def _from_json(cls, doc, decode_value) -> "ModelSpec":
+        # Every field is read strictly: a JSON "false" is not a bool, 1.7 is not a
+        # head index, a number is not a label (nothing is coerced with bool/int/str).
         def ints(xs, where) -> Tuple[int, ...]:
-            if not isinstance(xs, list) or not all(
-                isinstance(x, int) and not isinstance(x, bool) for x in xs
-            ):
+            if not isinstance(xs, list) or not all(_is_int(x) for x in xs):
                 raise ValueError(f"model spec: {where} must be a list of ints.")
             return tuple(xs)
+
+        def one_int(x, where) -> int:
+            if not _is_int(x):
+                raise ValueError(f"model spec: {where} must be an int, got {x!r}.")
+            return x
 
         def opt_ints(xs, where) -> Tuple[Optional[int], ...]:
             if not isinstance(xs, list):
                 raise ValueError(f"model spec: {where} must be a list.")
-            return tuple(None if x is None else ints([x], where)[0] for x in xs)
+            return tuple(None if x is None else one_int(x, where) for x in xs)
+
+        def flag(x, where) -> bool:
+            if not isinstance(x, bool):
+                raise ValueError(f"model spec: {where} must be true or false, got {x!r}.")
+            return x
+
+        def text(x, where) -> str:
+            if not isinstance(x, str):
+                raise ValueError(f"model spec: {where} must be a string, got {x!r}.")
+            return x
+
+        def opt_text(x, where) -> Optional[str]:
+            return None if x is None else text(x, where)
+
+        def texts(xs, where) -> Tuple[str, ...]:
+            if not isinstance(xs, list) or not all(isinstance(x, str) for x in xs):
+                raise ValueError(f"model spec: {where} must be a list of strings.")
+            return tuple(xs)
+
+        def items(xs, where) -> list:
+            if not isinstance(xs, list):
+                raise ValueError(f"model spec: {where} must be a list, got {type(xs).__name__}.")
+            return xs
 
         def opt(item, where):
             return None if item is None else decode_value(item, where)
 
         layers = []
-        for li, layer in enumerate(doc["layers"]):
+        for li, layer in enumerate(items(doc["layers"], "layers")):
+            at = f"layers[{li}]"
+            if not isinstance(layer, dict):
+                raise ValueError(f"model spec: {at} must be a JSON object.")
+            if one_int(layer["index"], f"{at}.index") != li:
+                raise ValueError(
+                    f"model spec: {at}.index is {layer['index']}; layers are listed in order."
+                )
             heads = tuple(
                 HeadSpec(
                     layer=li,
-                    head=int(h["head"]),
-                    label=_opt_str(h["label"]),
-                    query=ints(h["query"], f"layers[{li}].heads.query"),
-                    key=ints(h["key"], f"layers[{li}].heads.key"),
-                    value=ints(h["value"], f"layers[{li}].heads.value"),
-                    writes=ints(h["writes"], f"layers[{li}].heads.writes"),
+                    head=one_int(h["head"], f"{at}.heads[{hi}].head"),
+                    label=opt_text(h["label"], f"{at}.heads[{hi}].label"),
+                    query=ints(h["query"], f"{at}.heads[{hi}].query"),
+                    key=ints(h["key"], f"{at}.heads[{hi}].key"),
+                    value=ints(h["value"], f"{at}.heads[{hi}].value"),
+                    writes=ints(h["writes"], f"{at}.heads[{hi}].writes"),
                 )
-                for h in layer["heads"]
+                for hi, h in enumerate(items(layer["heads"], f"{at}.heads"))
             )
             mlp = None
             if layer["mlp"] is not None:
@@ -395,12 +430,12 @@ class ModelSpec:
                     layer=li,
                     parts=tuple(
                         MLPPart(
-                            label=_opt_str(p["label"]),
-                            reads=ints(p["reads"], f"layers[{li}].mlp.reads"),
-                            writes=ints(p["writes"], f"layers[{li}].mlp.writes"),
-                            hidden=ints(p["hidden"], f"layers[{li}].mlp.hidden"),
+                            label=opt_text(p["label"], f"{at}.mlp[{pi}].label"),
+                            reads=ints(p["reads"], f"{at}.mlp[{pi}].reads"),
+                            writes=ints(p["writes"], f"{at}.mlp[{pi}].writes"),
+                            hidden=ints(p["hidden"], f"{at}.mlp[{pi}].hidden"),
                         )
-                        for p in layer["mlp"]
+                        for pi, p in enumerate(items(layer["mlp"], f"{at}.mlp"))
                     ),
                 )
             layers.append(LayerSpec(index=li, heads=heads, mlp=mlp))
@@ -408,38 +443,41 @@ class ModelSpec:
         one = inp["one"]
         return cls(
             layers=tuple(layers),
-            residual_labels=tuple(str(x) for x in doc["residual_labels"]),
-            residual_names=tuple(str(x) for x in doc["residual_names"]),
+            residual_labels=texts(doc["residual_labels"], "residual_labels"),
+            residual_names=texts(doc["residual_names"], "residual_names"),
             residual_values=tuple(
-                opt(v, f"residual_values[{i}]") for i, v in enumerate(doc["residual_values"])
+                opt(v, f"residual_values[{i}]")
+                for i, v in enumerate(items(doc["residual_values"], "residual_values"))
             ),
             input=InputSpec(
                 tokens=tuple(
-                    decode_value(t, f"input.tokens[{i}]") for i, t in enumerate(inp["tokens"])
+                    decode_value(t, f"input.tokens[{i}]")
+                    for i, t in enumerate(items(inp["tokens"], "input.tokens"))
                 ),
                 bos_token=opt(inp["bos_token"], "input.bos_token"),
                 pad_token=opt(inp["pad_token"], "input.pad_token"),
-                max_seq_len=ints([inp["max_seq_len"]], "input.max_seq_len")[0],
+                max_seq_len=one_int(inp["max_seq_len"], "input.max_seq_len"),
                 embeds=opt_ints(inp["embeds"], "input.embeds"),
                 positions=opt_ints(inp["positions"], "input.positions"),
-                one=None if one is None else ints([one], "input.one")[0],
+                one=None if one is None else one_int(one, "input.one"),
             ),
             output=OutputSpec(
-                label=str(out["label"]),
-                categorical=bool(out["categorical"]),
+                label=text(out["label"], "output.label"),
+                categorical=flag(out["categorical"], "output.categorical"),
                 values=tuple(
-                    decode_value(v, f"output.values[{i}]") for i, v in enumerate(out["values"])
+                    decode_value(v, f"output.values[{i}]")
+                    for i, v in enumerate(items(out["values"], "output.values"))
                 ),
                 reads=ints(out["reads"], "output.reads"),
             ),
-            causal=bool(doc["causal"]),
-            num_heads=ints([doc["num_heads"]], "num_heads")[0],
-            key_size=ints([doc["key_size"]], "key_size")[0],
-            mlp_hidden_size=ints([doc["mlp_hidden_size"]], "mlp_hidden_size")[0],
-            activation=str(doc["activation"]),
-            layer_norm=bool(doc["layer_norm"]),
+            causal=flag(doc["causal"], "causal"),
+            num_heads=one_int(doc["num_heads"], "num_heads"),
+            key_size=one_int(doc["key_size"], "key_size"),
+            mlp_hidden_size=one_int(doc["mlp_hidden_size"], "mlp_hidden_size"),
+            activation=text(doc["activation"], "activation"),
+            layer_norm=flag(doc["layer_norm"], "layer_norm"),
         )
 
 
-def _opt_str(x: Any) -> Optional[str]:
-    return None if x is None else str(x)
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
