@@ -213,6 +213,15 @@ def run_main(capsys, *args):
         (["run", "missing.py:f", "--input", "a"], "run",
          "program file 'missing.py' does not exist"),
         (["bench", "throughput_x"], None, "invalid choice: 'throughput_x'"),
+        # The compiler's argument checks are the user's mistakes too.
+        (["compile", "lib:make_sort_unique", "--vocab", "1,2,compiler_bos", "--max-seq-len", "3",
+          "-o", "x"], "compile", "The compiler_bos token 'compiler_bos' is also in the vocab"),
+        (["compile", "lib:make_sort_unique", "--vocab", "1,2,compiler_pad", "--max-seq-len", "3",
+          "-o", "x"], "compile", "The compiler_pad token 'compiler_pad' is also in the vocab"),
+        (["compile", "lib:make_sort_unique", "--vocab", "1,2", "--max-seq-len", "3",
+          "--mlp-exactness", "0", "-o", "x"], "compile", "mlp_exactness must be between 1 and"),
+        (["run", "lib:make_length", "--vocab", "1,2", "--max-seq-len", "3", "--input", "1",
+          "--mlp-exactness", "nan"], "run", "mlp_exactness must be between 1 and"),
     ],
 )  # fmt: skip
 def test_user_errors(capsys, args, command, match):
@@ -238,6 +247,43 @@ def test_corrupt_saved_model_is_one_line(capsys, sort_dir, tmp_path):
     code, _, err = run_main(capsys, "run", str(tmp_path), "--input", "1")
     assert code == 2
     assert err.count("\n") == 1 and "does not match the SHA-256" in err
+
+
+def test_bundle_of_a_damaged_model_is_a_user_error(capsys, sort_dir, tmp_path):
+    for path in sort_dir.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    (tmp_path / "model.json").write_text("{")
+    code, _, err = run_main(capsys, "bundle", str(tmp_path), "-o", str(tmp_path / "out"))
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("tracr bundle: error: "), err
+    assert "model.json is not valid JSON" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_show_of_a_damaged_hybrid_is_a_user_error(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "hybrid.json").write_text("[1]")
+    (tmp_path / "params.npz").write_bytes(b"not a zip")
+    args = ["show", str(tmp_path), "--input", "1", "-o", str(tmp_path / "pics")]
+    code, _, err = run_main(capsys, *args)
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("tracr show: error: "), err
+    assert "hybrid.json must hold a JSON object" in err
+
+
+def test_a_value_error_from_inside_the_compiler_is_still_a_bug(capsys, monkeypatch):
+    """Only the compiler's argument checks are usage errors; a later ValueError is tracr's bug."""
+    from tracr.compiler import validating
+
+    def broken(program):
+        raise ValueError("broken inside the compiler")
+
+    monkeypatch.setattr(validating, "static_validate", broken)
+    args = ["compile", "lib:make_length", "--vocab", "1,2", "--max-seq-len", "3", "-o", "x"]
+    code, _, err = run_main(capsys, *args)
+    assert code == 1, err
+    assert err.startswith("tracr compile: internal error: ValueError: broken inside"), err
+    assert "bug" in err
 
 
 def test_run_file_program_with_args(capsys, tmp_path):

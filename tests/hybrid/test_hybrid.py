@@ -1,6 +1,10 @@
 """The hybrid: compiled stream exact and frozen, learned parts trainable, saved without pickle."""
 
+import io
 import itertools
+import json
+import re
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +14,7 @@ import pytest
 from tracr.compiler import compiling, lib
 from tracr.compression import running
 from tracr.hybrid import config, finetune, model, picture, saving, training
+from tracr.io import values
 from tracr.rasp import rasp
 from tracr.transformer import batching, fast
 from tracr.transformer import spec as spec_lib
@@ -172,6 +177,140 @@ def test_save_and_load_round_trip(hist, tmp_path):
         saving.load_hybrid(tmp_path / "h")
 
 
+@pytest.fixture(scope="module")
+def saved_hybrid(hist, tmp_path_factory):
+    program, compiled = hist
+    hspec = _hspec(program, compiled)
+    directory = tmp_path_factory.mktemp("hybrid") / "h"
+    saving.save_hybrid(directory, hspec, model.init_params(hspec, compiled.params, seed=0))
+    return directory
+
+
+def _copy_hybrid(source, target):
+    target.mkdir()
+    for name in (saving.SPEC_FILE, saving.PARAMS_FILE):
+        (target / name).write_bytes((source / name).read_bytes())
+    return target
+
+
+def _edit_spec(**changes):
+    def edit(doc):
+        doc.update(changes)
+        return doc
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("[1]", "must hold a JSON object (a hybrid spec), got list"),
+        (b"\xff\xfe", "is not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "is not valid JSON"),
+        ('{"format": NaN}', "contains NaN"),
+        (_edit_spec(num_classes=1.5), "'num_classes' must be an integer, got 1.5"),
+        (_edit_spec(d_learned="8"), "'d_learned' must be an integer, got '8'"),
+        (_edit_spec(d_learned=True), "'d_learned' must be an integer, got True"),
+        (_edit_spec(d_learned=-3), "'d_learned' = -3 is out of range 1.."),
+        (_edit_spec(num_heads=-1), "'num_heads' = -1 is out of range 0.."),
+        (_edit_spec(use_compiled=1), "'use_compiled' must be true or false"),
+        (_edit_spec(reads="tokens"), "'reads' must be a list of RASP labels"),
+        (_edit_spec(compiled=[]), "'compiled' must be a JSON object"),
+        (_edit_spec(format=True), "'format' is True, expected 1"),
+        (_edit_spec(extra=1), "unknown fields ['extra']"),
+        (_edit_spec(reads=["nope"]), "reads names 'nope'"),
+        (_edit_spec(d_learned=1 << 20, mlp_hidden_size=1 << 20), "parameters, more than the"),
+    ],
+)
+def test_load_hybrid_refuses_a_damaged_spec_naming_the_file(saved_hybrid, tmp_path, text, match):
+    directory = _copy_hybrid(saved_hybrid, tmp_path / "h")
+    path = directory / saving.SPEC_FILE
+    if callable(text):
+        text = json.dumps(text(json.loads(path.read_text())))
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError, match=re.escape(match)) as info:
+        saving.load_hybrid(directory)
+    assert str(path) in str(info.value)
+
+
+def test_load_hybrid_refuses_missing_files_and_a_huge_spec(saved_hybrid, tmp_path):
+    with pytest.raises(ValueError, match="hybrid.json does not exist: .* is not a saved hybrid"):
+        saving.load_hybrid(tmp_path / "nowhere")
+    directory = _copy_hybrid(saved_hybrid, tmp_path / "h")
+    (directory / saving.PARAMS_FILE).unlink()
+    with pytest.raises(ValueError, match="params.npz does not exist"):
+        saving.load_hybrid(directory)
+    with open(directory / saving.SPEC_FILE, "r+b") as f:  # sparse: no disk used
+        f.truncate(values.MAX_JSON_BYTES + 1)
+    with pytest.raises(ValueError, match=r"hybrid.json .*more than the \d+ (bytes )?allowed"):
+        saving.load_hybrid(directory)
+
+
+def _npy_member(array=None, *, dtype="<f4", shape=None, data=b""):
+    buf = io.BytesIO()
+    if array is not None:
+        np.save(buf, array, allow_pickle=True)
+    else:
+        header = {"descr": dtype, "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(buf, header)
+        buf.write(data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda a: a * np.nan, "contains NaN or infinite values"),
+        (lambda a: a + np.inf, "contains NaN or infinite values"),
+        (
+            lambda a: a.astype(np.float64) + 1e300,
+            re.compile("float32's range|too large for float32"),
+        ),
+        (lambda a: a + 1j, "has dtype complex"),
+        (lambda a: a > 0, "has dtype bool"),
+        (lambda a: a.astype("U3"), "has dtype <U3"),
+        (lambda a: a.astype(object), "has dtype object"),
+        (lambda a: a.astype(np.int32), "has dtype int32"),
+        (lambda a: a.reshape(-1)[:1], "has shape (1,)"),
+    ],
+)
+def test_load_hybrid_refuses_bad_arrays(saved_hybrid, tmp_path, change, match):
+    directory = _copy_hybrid(saved_hybrid, tmp_path / "h")
+    with np.load(saved_hybrid / saving.PARAMS_FILE) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    first = sorted(arrays)[0]
+    arrays[first] = change(arrays[first])
+    with zipfile.ZipFile(directory / saving.PARAMS_FILE, "w") as archive:
+        for name, array in arrays.items():
+            archive.writestr(name + ".npy", _npy_member(array))
+    pattern = match if isinstance(match, re.Pattern) else re.escape(match)
+    with pytest.raises(ValueError, match=pattern):
+        saving.load_hybrid(directory)
+
+
+def test_load_hybrid_checks_each_header_before_reading_its_data(saved_hybrid, tmp_path):
+    """A member declaring a huge shape is refused from its header alone (no memory bomb)."""
+    directory = _copy_hybrid(saved_hybrid, tmp_path / "h")
+    path = directory / saving.PARAMS_FILE
+    with zipfile.ZipFile(saved_hybrid / saving.PARAMS_FILE) as source:
+        members = {name: source.read(name) for name in source.namelist()}
+    first = sorted(members)[0]
+    members[first] = _npy_member(shape=(1 << 28,), data=b"\0" * 64)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(ValueError, match=re.escape("has shape (268435456,), but")):
+        saving.load_hybrid(directory)
+    # A damaged archive is a ValueError naming the file, not EOFError or BadZipFile.
+    for cut in (0, 10, path.stat().st_size // 2):
+        path.write_bytes((saved_hybrid / saving.PARAMS_FILE).read_bytes()[:cut])
+        with pytest.raises(ValueError, match="params.npz is not a valid .npz archive"):
+            saving.load_hybrid(directory)
+    path.write_bytes((saved_hybrid / saving.PARAMS_FILE).read_bytes())
+    _, params = saving.load_hybrid(directory)
+    assert all(v.dtype == np.float32 for values in params.values() for v in values.values())
+
+
 def test_picture_marks_compiled_and_learned(sort, tmp_path):
     program, compiled = sort
     hspec = _hspec(program, compiled)
@@ -256,3 +395,16 @@ def test_finetuning_on_a_perturbed_task_moves_the_model(hist):
     assert agreement(tuned) > agreement(lean)
     moved = jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)), lean, tuned)
     assert any(jax.tree_util.tree_leaves(moved))
+
+
+def test_tracr_show_of_a_damaged_hybrid_is_a_user_error(saved_hybrid, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from tracr import cli
+
+    directory = _copy_hybrid(saved_hybrid, tmp_path / "h")
+    path = directory / saving.PARAMS_FILE
+    path.write_bytes(path.read_bytes()[:100])
+    code = cli.main(["show", str(directory), "--input", "1 2", "-o", str(tmp_path / "pics")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("tracr show: error: ") and "params.npz is not a valid .npz" in err

@@ -2,8 +2,10 @@
 
 No pickle: the spec is JSON (the compiled `ModelSpec` inside it, values typed
 by `tracr.io.saving.encode_value`) and the weights are plain float32 arrays,
-one per `module::name`, loaded with `allow_pickle=False` and checked against
-the shapes the spec implies::
+one per `module::name`. Loading never unpickles: hybrid.json is read as strict
+JSON (size-capped, NaN refused) with every field's type and range checked, and
+each array's header (float32/float64 only, shape) is checked against the shape
+the spec implies before its data is read; non-finite values are refused::
 
     save_hybrid("my_hybrid", hspec, params)
     hspec, params = load_hybrid("my_hybrid")
@@ -11,21 +13,40 @@ the shapes the spec implies::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
-from typing import Tuple, Union
+import zipfile
+import zlib
+from typing import Dict, Tuple, Union
 
 import jax
 import numpy as np
 
+from tracr.hybrid import config as config_lib
 from tracr.hybrid import model as model_lib
 from tracr.hybrid.config import HybridSpec
 from tracr.io import saving as io_saving
+from tracr.io import values as values_lib
 
 SPEC_FILE = "hybrid.json"
 PARAMS_FILE = "params.npz"
 _SEP = "::"
+
+# Bounds on hybrid.json's sizes (far above any real hybrid), so that a damaged
+# or hostile file cannot make the loader build or read huge arrays.
+_MAX_WIDTH = 1 << 20
+_INT_FIELDS = {
+    "num_classes": (1, _MAX_WIDTH),
+    "d_learned": (1, _MAX_WIDTH),
+    "num_heads": (0, 1 << 12),
+    "key_size": (0, _MAX_WIDTH),
+    "mlp_hidden_size": (0, _MAX_WIDTH),
+    "extra_layers": (0, 1000),
+}
+_BOOL_FIELDS = ("use_compiled", "learned_positions")
+_MAX_PARAMS = 1 << 28  # 1 GiB of float32
 
 PathLike = Union[str, os.PathLike]
 
@@ -52,34 +73,141 @@ def save_hybrid(directory: PathLike, hspec: HybridSpec, params: model_lib.Params
 def load_hybrid(directory: PathLike) -> Tuple[HybridSpec, model_lib.Params]:
     """Reads what `save_hybrid` wrote.
 
+    Nothing is unpickled; every field of hybrid.json is checked (type and range)
+    before the spec is built, and each array's header (dtype, shape) is checked
+    against the spec before its data is read.
+
     Raises:
-      FileNotFoundError: a file is missing.
-      ValueError: the spec is malformed, or the weights do not match it.
+      ValueError: a file is missing, corrupt or truncated, the spec is
+        malformed, or the weights do not match it (names, shapes, dtypes,
+        non-finite values); the message names the file and the field.
     """
     directory = pathlib.Path(directory)
+    hspec = _read_spec(directory / SPEC_FILE)
     try:
-        doc = json.loads((directory / SPEC_FILE).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{directory / SPEC_FILE} is not valid JSON: {e}.") from None
-    hspec = HybridSpec.from_json(doc, io_saving.decode_value)
-    expected = jax.eval_shape(lambda: model_lib.random_params(hspec))
+        expected = jax.eval_shape(lambda: model_lib.random_params(hspec))
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{directory / SPEC_FILE} does not describe a buildable hybrid ({e}); "
+            "save it again with save_hybrid."
+        ) from e
+    shapes = {
+        f"{module}{_SEP}{name}": tuple(shape.shape)
+        for module, values in expected.items()
+        for name, shape in values.items()
+    }
+    total = sum(int(np.prod(shape, dtype=np.int64)) for shape in shapes.values())
+    if total > _MAX_PARAMS:
+        raise ValueError(
+            f"{directory / SPEC_FILE} describes a hybrid with {total:,} parameters, more than "
+            f"the {_MAX_PARAMS:,} this loader accepts; the sizes in it are probably damaged."
+        )
+    flat = _read_params(directory / PARAMS_FILE, shapes)
     params: model_lib.Params = {}
-    with np.load(directory / PARAMS_FILE, allow_pickle=False) as npz:
-        found = set(npz.files)
-        want = {f"{m}{_SEP}{n}" for m, values in expected.items() for n in values}
-        if found != want:
-            raise ValueError(
-                f"{directory / PARAMS_FILE}: missing arrays {sorted(want - found)[:5]}, "
-                f"unexpected arrays {sorted(found - want)[:5]}; it does not match {SPEC_FILE}."
-            )
-        for module, values in expected.items():
-            params[module] = {}
-            for name, shape in values.items():
-                array = npz[f"{module}{_SEP}{name}"]
-                if array.shape != shape.shape:
-                    raise ValueError(
-                        f"{directory / PARAMS_FILE}: {module}{_SEP}{name} has shape "
-                        f"{array.shape}, the spec says {shape.shape}."
-                    )
-                params[module][name] = jax.numpy.asarray(array, dtype=np.float32)
+    for module, values in expected.items():
+        params[module] = {
+            name: jax.numpy.asarray(flat[f"{module}{_SEP}{name}"], dtype=np.float32)
+            for name in values
+        }
     return hspec, params
+
+
+def _missing(path: pathlib.Path) -> ValueError:
+    what = "is not a file" if path.exists() else "does not exist"
+    return ValueError(
+        f"{path} {what}: {path.parent} is not a saved hybrid (save_hybrid writes {SPEC_FILE} "
+        f"and {PARAMS_FILE})."
+    )
+
+
+def _read_spec(path: pathlib.Path) -> HybridSpec:
+    """hybrid.json, read as strict, size-capped JSON (`tracr.io.values`), every field checked."""
+    if not path.is_file():
+        raise _missing(path)
+    doc = values_lib.read_json_file(path)
+    if not isinstance(doc, dict):
+        raise ValueError(
+            f"{path} must hold a JSON object (a hybrid spec), got {type(doc).__name__}; "
+            "save it again with save_hybrid."
+        )
+    version = doc.get("format")
+    if type(version) is not int or version != config_lib.FORMAT:
+        raise ValueError(
+            f"{path}: 'format' is {version!r}, expected {config_lib.FORMAT}; save it again with "
+            "this version of tracr."
+        )
+    names = {f.name for f in dataclasses.fields(HybridSpec)}
+    given = set(doc) - {"format"}
+    if given != names:
+        raise ValueError(
+            f"{path}: missing fields {sorted(names - given)}, unknown fields "
+            f"{sorted(given - names)}; save it again with save_hybrid."
+        )
+    for name, (low, high) in _INT_FIELDS.items():
+        value = doc[name]
+        if type(value) is not int:
+            raise ValueError(
+                f"{path}: {name!r} must be an integer, got {value!r}; fix it or save the "
+                "hybrid again."
+            )
+        if not low <= value <= high:
+            raise ValueError(
+                f"{path}: {name!r} = {value} is out of range {low}..{high}; fix it or save the "
+                "hybrid again."
+            )
+    for name in _BOOL_FIELDS:
+        if type(doc[name]) is not bool:
+            raise ValueError(f"{path}: {name!r} must be true or false, got {doc[name]!r}.")
+    reads = doc["reads"]
+    if not isinstance(reads, list) or not all(isinstance(r, str) for r in reads):
+        raise ValueError(
+            f"{path}: 'reads' must be a list of RASP labels (strings), got {reads!r:.100}."
+        )
+    if not isinstance(doc["compiled"], dict):
+        raise ValueError(
+            f"{path}: 'compiled' must be a JSON object (the compiled model's spec), got "
+            f"{type(doc['compiled']).__name__}."
+        )
+    try:
+        return HybridSpec.from_json(doc, io_saving.decode_value)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def _read_params(path: pathlib.Path, shapes: Dict[str, Tuple[int, ...]]) -> Dict[str, np.ndarray]:
+    """Every array in params.npz, each header (dtype, shape) checked before its data is read."""
+    if not path.is_file():
+        raise _missing(path)
+    arrays: Dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.namelist()
+            names = [m[: -len(".npy")] for m in members if m.endswith(".npy")]
+            if len(set(members)) != len(members):
+                raise ValueError(f"{path} lists an array more than once; save the hybrid again.")
+            unexpected = sorted(set(names) - set(shapes)) + [
+                m for m in members if not m.endswith(".npy")
+            ]
+            missing = sorted(set(shapes) - set(names))
+            if unexpected or missing:
+                raise ValueError(
+                    f"{path}: missing arrays {missing[:5]}, unexpected arrays {unexpected[:5]}; "
+                    f"it does not match {SPEC_FILE}."
+                )
+            for name in names:
+                with archive.open(name + ".npy") as f:
+                    # Header first (float32/float64 only, the spec's shape), then
+                    # exactly that many bytes; non-finite values refused.
+                    array = io_saving._read_npy(f, name, shapes[name], path)
+                if not np.all(np.isfinite(array)):  # float64 beyond float32's range
+                    raise ValueError(
+                        f"{path}: array {name!r} has values too large for float32; save the "
+                        "hybrid again."
+                    )
+                arrays[name] = array
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+        raise ValueError(
+            f"{path} is not a valid .npz archive (corrupt or truncated?): {e}; save the "
+            "hybrid again."
+        ) from None
+    return arrays

@@ -37,7 +37,8 @@ def _show_hybrid(directory: str, output: str) -> int:
     from tracr.hybrid import picture
     from tracr.hybrid import saving as hybrid_saving
 
-    hspec, _ = hybrid_saving.load_hybrid(directory)
+    with _as_user_error():  # a damaged or edited hybrid folder
+        hspec, _ = hybrid_saving.load_hybrid(directory)
     os.makedirs(output, exist_ok=True)
     path = os.path.join(output, "hybrid_layout.png")
     picture.draw(hspec, path)
