@@ -34,8 +34,8 @@ def test_comparison_table_matches_pairwise(comparison, name):
     keys, queries = VALUE_SETS[name]
     try:
         expected = _slow(comparison, keys, queries)
-    except TypeError:
-        with pytest.raises(TypeError):
+    except TypeError as error:  # named with the first pair that raises, for the user
+        with pytest.raises(predicate_tables.PredicateError, match=type(error).__name__):
             predicate_tables.predicate_table(comparison, keys, queries)
         return
     table = predicate_tables.predicate_table(comparison, keys, queries)

@@ -329,3 +329,11 @@ def test_output_that_rasp_leaves_none_but_the_model_would_fill_is_refused(progra
     with pytest.raises(NotImplementedError, match="may be None in RASP where the compiled") as e:
         compiling.compile_rasp_to_model(program, {0, 1, 2}, 3)
     assert why in str(e.value)
+
+
+def test_a_select_predicate_that_raises_is_named_with_the_values():
+    program = rasp.SelectorWidth(
+        rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.LT).named("mixed_lt")
+    )
+    with pytest.raises(ValueError, match=r"mixed_lt_\d+ \(the selector of selector_width_\d+\)"):
+        compiling.compile_rasp_to_model(program, {1, "a"}, 2)

@@ -19,6 +19,7 @@ from tracr.compiler import nodes, precision, predicate_tables
 from tracr.craft import bases, transformers, vectorspace_fns
 from tracr.craft.chamber import categorical_attn, categorical_mlp, numerical_mlp, selector_width
 from tracr.rasp import rasp
+from tracr.utils import errors
 from tracr.utils.value_sets import SortedNumbers
 
 # Default sharpness of the discretising MLPs, in units of the local gap between
@@ -90,8 +91,6 @@ def _categorical_to_numerical_sequence_map(
 
 
 def _safe(f):
-    from tracr.utils import errors
-
     return errors.ignoring_arithmetic_errors(f)
 
 
@@ -176,15 +175,20 @@ def add_craft_components_to_rasp_graph(
         expr = node[nodes.EXPR]
         if not isinstance(expr, rasp.SOp):
             continue
-        block = _make_block(
-            graph,
-            expr,
-            bos_space,
-            one_space,
-            causal,
-            large_number,
-            _coldness_of(graph, expr, coldness, max_seq_len),
-        )
+        try:
+            block = _make_block(
+                graph,
+                expr,
+                bos_space,
+                one_space,
+                causal,
+                large_number,
+                _coldness_of(graph, expr, coldness, max_seq_len),
+            )
+        except predicate_tables.PredicateError as e:
+            raise errors.TracrUserError(
+                f"{expr.selector.label} (the selector of {expr.label}): {e.reason}"
+            ) from e
         if block is not None:
             block = silence_at_bos(block, bos_dir, one_dir)
         node[nodes.MODEL_BLOCK] = block

@@ -19,6 +19,7 @@ values) is evaluated pair by pair, exactly as before.
 Example::
 
     >>> from tracr.rasp import rasp
+from tracr.utils import errors
     >>> predicate_table(rasp.Comparison.LT, keys=[1, 2, 3], queries=[2, 3]).astype(int)
     array([[1, 0, 0],
            [1, 1, 0]])
@@ -33,6 +34,7 @@ import numpy as np
 
 from tracr.craft import bases
 from tracr.rasp import rasp
+from tracr.utils import errors
 
 _ORDER = {
     rasp.Comparison.LT: np.less,
@@ -104,8 +106,37 @@ def predicate_table(
         table = _comparison_table(predicate, keys, queries)
         if table is not None:
             return table
-    table = np.array([[bool(predicate(k, q)) for k in keys] for q in queries], dtype=bool)
+    try:
+        table = np.array([[bool(predicate(k, q)) for k in keys] for q in queries], dtype=bool)
+    except Exception as e:  # noqa: BLE001 - the user's predicate: say on which values
+        raise PredicateError(predicate, keys, queries, e) from e
     return table.reshape(len(queries), len(keys))
+
+
+class PredicateError(errors.TracrUserError):
+    """A Select predicate raised on values its keys and queries can take."""
+
+    def __init__(
+        self, predicate: Any, keys: Sequence[Any], queries: Sequence[Any], error: Exception
+    ):
+        key, query = next(
+            ((k, q) for q in queries for k in keys if _raises(predicate, k, q)), ("?", "?")
+        )
+        self.reason = (
+            f"its predicate {predicate!r} raised {type(error).__name__} ({error}) on key "
+            f"{key!r}, query {query!r}: the keys and queries can take these values together "
+            "(mixed types in the vocab?). Make the predicate handle every pair, or keep the "
+            "types apart."
+        )
+        super().__init__(self.reason)
+
+
+def _raises(predicate: Callable[[Any, Any], Any], key: Any, query: Any) -> bool:
+    try:
+        bool(predicate(key, query))
+    except Exception:  # noqa: BLE001
+        return True
+    return False
 
 
 class PredicateAttnFn:
