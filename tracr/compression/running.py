@@ -99,7 +99,8 @@ def model_interface(compiled: assembled.AssembledTransformerModel) -> ModelInter
 
 def check_w(compiled: assembled.AssembledTransformerModel, w: Any) -> np.ndarray:
     """`w` as a float32 [d, D] array, or a ValueError that says what is wrong."""
-    w = np.asarray(w, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a value beyond float32 is refused below
+        w = np.asarray(w, dtype=np.float32)
     residual_size = len(compiled.residual_labels)
     if w.ndim != 2 or w.shape[1] != residual_size or w.shape[0] < 1:
         raise ValueError(
