@@ -64,3 +64,30 @@ def test_training_config_and_split_check_their_arguments():
     train, held_out = learned.split_inputs([(t,) for t in "abcdefgh"], 0.25, seed=1)
     assert len(train) == 6 and len(held_out) == 2 and not set(train) & set(held_out)
     assert learned.split_inputs([(t,) for t in "abcdefgh"], 0.25, seed=1) == (train, held_out)
+
+
+def test_reported_accuracy_is_the_share_of_outputs_apply_gets_right():
+    """A truncated exact basis leaves some hist outputs empty: apply decodes
+    None there. The report once counted those right (argmax) and said 1.0
+    where apply agreed on 93 of 102 positions."""
+    from tracr.compiler import equivalence
+    from tracr.compiler.library_cases import CASES_BY_NAME
+    from tracr.compression import exact, running
+
+    case = CASES_BY_NAME["hist"]
+    model = compiling.compile_rasp_to_model(case.program(3), set(case.vocab), 3)
+    basis = exact.exact_compression(model)
+    xs = list(equivalence.all_inputs(case.vocab, 3))
+    for d in (1, basis.w.shape[0] - 1, basis.w.shape[0]):
+        w = basis.truncated(d)
+        compressed = running.CompressedModel(model, w)
+        agree = total = 0
+        for x in xs:
+            want = model.apply(["compiler_bos", *x]).decoded[1:]
+            got = compressed.apply(["compiler_bos", *x]).decoded[1:]
+            agree += sum(a == b for a, b in zip(want, got))
+            total += len(want)
+        report = learned.evaluate_compression(model, w, xs)
+        assert report.num_positions == total
+        assert report.token_accuracy == pytest.approx(agree / total)
+    assert agree == total  # the full basis is exact

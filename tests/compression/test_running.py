@@ -97,3 +97,43 @@ def test_compressed_apply_decodes_none_where_rasp_has_none():
         expected = rasp.evaluate(program, x)
         assert None in expected
         assert compressed.apply(["compiler_bos", *x]).decoded[1:] == expected
+
+
+@pytest.mark.parametrize("name", ["hist", "frac_prevs"])
+def test_folded_model_without_unembedding_every_layer_gives_the_same_outputs(name):
+    """folded=True with unembed_at_every_layer=False once crashed in apply
+    (its output stayed d wide); output and input embeddings are D wide, the
+    recorded residuals d wide, as in the unfolded CompressedTransformer."""
+    model = _compiled(name)
+    w = exact.exact_compression(model).w
+    folded = running.CompressedModel(model, w, folded=True, unembed_at_every_layer=False)
+    unfolded = running.CompressedModel(model, w, unembed_at_every_layer=False)
+    vocab = CASES_BY_NAME[name].vocab
+    for x in equivalence.all_inputs(vocab, MAX_SEQ_LEN):
+        tokens = ["compiler_bos", *x]
+        got, want = folded.apply(tokens).decoded, unfolded.apply(tokens).decoded
+        if name == "hist":  # categorical
+            assert got == want == model.apply(tokens).decoded
+        else:  # numerical: the same up to the float32 rounding of the folded products
+            np.testing.assert_allclose(got[1:], want[1:], atol=equivalence.NUMERICAL_TOLERANCE)
+    out = folded.forward(folded.params, np.asarray([[0, 2]])).transformer_output
+    assert out.output.shape[-1] == w.shape[1] and out.input_embeddings.shape[-1] == w.shape[1]
+    assert out.residuals[0].shape[-1] == w.shape[0]
+
+
+def test_a_layer_norm_model_is_refused_with_the_reason():
+    """Compiled models have no layer norm; a hand-built one once failed deep in Haiku."""
+    import dataclasses
+
+    model = _compiled("hist")
+    with_norm = dataclasses.replace(
+        model, model_config=dataclasses.replace(model.model_config, layer_norm=True)
+    )
+    w = exact.exact_compression(model).w
+    for build in (
+        lambda: running.CompressedModel(with_norm, w),
+        lambda: running.CompressedModel(with_norm, w, folded=True),
+        lambda: exact.exact_compression(with_norm),
+    ):
+        with pytest.raises(ValueError, match="compression needs a model without layer norm"):
+            build()

@@ -44,6 +44,7 @@ import numpy as np
 
 from tracr.compression import exact, running
 from tracr.transformer import assembled, compressed_model
+from tracr.transformer import inputs as inputs_lib
 
 INITS = ("exact", "random")
 # Original categorical logits are ~1 where the program has a value, 0 where not.
@@ -115,10 +116,12 @@ class CompressionReport:
     Attributes:
       embedding_size: d.
       residual_size: D.
-      token_accuracy: fraction of scored positions whose output equals the
-        original model's (argmax for categorical, within
-        `numerical_tolerance` for numerical outputs).
-      num_positions: scored positions.
+      token_accuracy: fraction of output positions (every real position but
+        BOS) whose output equals the original model's: decoded as `apply`
+        decodes for categorical outputs (None where no score reaches 0.5, so an
+        output left empty or filled where the original has none is wrong),
+        within `numerical_tolerance` for numerical ones.
+      num_positions: the output positions compared.
       output_loss: mean output loss (cross-entropy or squared error).
       layer_names: `layer_i/attn`, `layer_i/mlp` for each sublayer.
       layer_errors: MSE between the decompressed and original residual after
@@ -223,12 +226,16 @@ def _make_terms(
         states, logits = compressed(full_params, token_ids)
         real = (token_ids != pad_id).astype(jnp.float32)  # [B, T]
         scored = real.at[:, 0].set(0.0)  # BOS carries no output
+        compared = scored  # every output position: where accuracy is counted
         if categorical:
             scored = scored * (jnp.max(ref_logits, axis=-1) > _HAS_OUTPUT_THRESHOLD)
             target = jnp.argmax(ref_logits, axis=-1)
             log_probs = jax.nn.log_softmax(logits, axis=-1)
             loss = -jnp.take_along_axis(log_probs, target[..., None], axis=-1)[..., 0]
-            correct = jnp.argmax(logits, axis=-1) == target
+            # As `apply` decodes: the argmax, or None where no score reaches the
+            # threshold; so a position left empty, or filled where the original
+            # is None, is wrong.
+            correct = inputs_lib.categorical_ids(logits) == inputs_lib.categorical_ids(ref_logits)
         else:
             error = logits[..., 0] - ref_logits[..., 0]
             loss = jnp.square(error)
@@ -241,7 +248,8 @@ def _make_terms(
         )
         return {
             "output_loss": jnp.sum(loss * scored),
-            "correct": jnp.sum(correct * scored),
+            "correct": jnp.sum(correct * compared),
+            "compared": jnp.sum(compared),
             "scored": jnp.sum(scored),
             "layer_sq": layer_sq,
             "real": jnp.sum(real),
@@ -474,12 +482,13 @@ class CompressionTrainer:
             sums = jax.device_get(sums)
             totals = sums if totals is None else jax.tree_util.tree_map(np.add, totals, sums)
         scored = float(totals["scored"])
+        compared = float(totals["compared"])
         real = max(float(totals["real"]), 1.0)
         return CompressionReport(
             embedding_size=w.shape[0],
             residual_size=w.shape[1],
-            token_accuracy=float(totals["correct"]) / scored if scored else 1.0,
-            num_positions=int(scored),
+            token_accuracy=float(totals["correct"]) / compared if compared else 1.0,
+            num_positions=int(compared),
             output_loss=float(totals["output_loss"]) / scored if scored else 0.0,
             layer_names=sublayer_names(self.compiled.model_config.num_layers),
             layer_errors=tuple(float(x) / real for x in np.asarray(totals["layer_sq"])),

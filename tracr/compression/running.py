@@ -72,13 +72,20 @@ def model_interface(compiled: assembled.AssembledTransformerModel) -> ModelInter
     free of guesses about how the model was built.
 
     Raises:
-      ValueError: the model carries no spec (build it with the compiler or `tracr.io`).
+      ValueError: the model carries no spec (build it with the compiler or `tracr.io`),
+        or uses layer norm.
     """
     model_spec = getattr(compiled, "spec", None)
     if model_spec is None:
         raise ValueError(
             "compiled has no spec: compression reads the model's structure from "
             "`model.spec`; compile the program with tracr.compiler or load it with tracr.io."
+        )
+    if compiled.model_config.layer_norm:
+        raise ValueError(
+            "compression needs a model without layer norm (model_config.layer_norm=False, as "
+            "every compiled model has): a layer norm over the d-wide stream is not the one "
+            "over D the model's weights expect."
         )
     stored = getattr(compiled, "unembed_matrix", None)
     if stored is None:
@@ -310,11 +317,14 @@ class CompressedModel:
     ) -> Tuple[model.TransformerOutput, jax.Array]:
         """(states, output logits [B, T, O]) on token ids [B, T]."""
         out, logits = self._logits_forward(params, token_ids)
-        if self.folded and self.unembed_at_every_layer:
+        if self.folded:
+            # As CompressedTransformer: output and input embeddings always in the
+            # D-wide space, the recorded states only with unembed_at_every_layer.
             w = jnp.asarray(self.w)
+            every = self.unembed_at_every_layer
             out = model.TransformerOutput(
-                layer_outputs=[x @ w for x in out.layer_outputs],
-                residuals=[x @ w for x in out.residuals],
+                layer_outputs=[x @ w for x in out.layer_outputs] if every else out.layer_outputs,
+                residuals=[x @ w for x in out.residuals] if every else out.residuals,
                 attn_logits=out.attn_logits,
                 output=out.output @ w,
                 input_embeddings=out.input_embeddings @ w,
