@@ -154,6 +154,30 @@ def test_bad_arguments_are_named(hist):
         training.train(
             hspec, model.init_params(hspec, compiled.params, seed=0), None, steps=1, batch_size=0
         )
+    label = program.label
+    with pytest.raises(TypeError, match=r"reads must be a tuple of RASP labels"):
+        config.HybridSpec(compiled=compiled.spec, num_classes=3, reads=label)
+    for field, value in (("d_learned", 2.5), ("num_classes", True), ("num_heads", "2")):
+        fields = {"num_classes": 3, field: value}
+        with pytest.raises(TypeError, match=f"{field} must be an int"):
+            config.HybridSpec(compiled=compiled.spec, **fields)
+
+
+def test_a_label_beyond_num_classes_is_refused_not_trained_to_nan(hist):
+    """Every step's loss was NaN, silently, when the sampler gave label 3 of 3 classes."""
+    program, compiled = hist
+    hspec = _hspec(program, compiled)
+    ids, targets = _majority_task(compiled)
+    params = model.init_params(hspec, compiled.params, seed=0)
+
+    def sampler(rng, batch_size):
+        rows = rng.integers(0, len(ids), size=batch_size)
+        bad = np.array(targets[rows])
+        bad[0, -1] = hspec.num_classes
+        return ids[rows], bad
+
+    with pytest.raises(ValueError, match=f"label {hspec.num_classes} at step 0"):
+        training.train(hspec, params, sampler, steps=2, batch_size=8, progress=False)
 
 
 def test_save_and_load_round_trip(hist, tmp_path):

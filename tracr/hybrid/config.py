@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Mapping, Tuple
 
+import numpy as np
+
 from tracr.transformer import spec as spec_lib
 
 FORMAT = 1  # version of the JSON written by `to_json`
@@ -55,6 +57,22 @@ class HybridSpec:
     learned_positions: bool = True
 
     def __post_init__(self):
+        for name in (
+            "num_classes",
+            "d_learned",
+            "num_heads",
+            "key_size",
+            "mlp_hidden_size",
+            "extra_layers",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}.")
+        if isinstance(self.reads, str) or not all(isinstance(r, str) for r in self.reads):
+            raise TypeError(
+                f"reads must be a tuple of RASP labels, got {self.reads!r}; e.g. "
+                f"reads=({self.reads!r},) for one label."
+            )
         for name in ("num_classes", "d_learned"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")

@@ -117,7 +117,8 @@ def train(
       (trained params, History).
 
     Raises:
-      ValueError: batch_size is not a positive multiple of the device count.
+      ValueError: batch_size is not a positive multiple of the device count, or
+        the sampler gives a label >= num_classes (the loss would be NaN).
     """
     import optax  # the `train` extra
     from tqdm import auto as tqdm
@@ -154,11 +155,18 @@ def train(
     bar = tqdm.trange(steps, disable=not progress, desc="hybrid", leave=False)
     for i in bar:
         token_ids, targets = sampler(rng, batch_size)
+        targets = np.asarray(targets, dtype=np.int32)
+        if targets.size and targets.max() >= hspec.num_classes:
+            raise ValueError(
+                f"the sampler gave the label {int(targets.max())} at step {i}, but the hybrid "
+                f"has num_classes={hspec.num_classes} (labels 0..{hspec.num_classes - 1}, or -1 "
+                "for an unlabelled position); raise num_classes or fix the sampler."
+            )
         params, opt_state, loss = step(
             params,
             opt_state,
             jax.device_put(np.asarray(token_ids, dtype=np.int32), data),
-            jax.device_put(np.asarray(targets, dtype=np.int32), data),
+            jax.device_put(targets, data),
         )
         losses.append(loss)
         done = i + 1
