@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tracr.circuits import circuit, domain, forward, verify
+from tracr.circuits import ablation, circuit, domain, forward, verify
 from tracr.compiler import compiling, lib
 from tracr.rasp import rasp
 
@@ -119,3 +119,91 @@ def test_sampled_domain_is_seeded_and_distinct():
     assert a == b and not a.exhaustive and len(set(a.inputs)) == 30
     result = verify(model, circuit(model, domain=a), domain=a)
     assert result.ok and result.num_inputs == 30 and not result.exhaustive
+
+
+def _after_bos(model_spec, ids):
+    where = domain.real_positions(model_spec, ids).copy()
+    where[:, 0] = False
+    return where
+
+
+def test_edges_that_change_only_the_bos_row_are_not_in_the_circuit():
+    # `length` is a TRUE selector's width: its query and key change the attention
+    # of the BOS query alone, whose row decoding never reads.
+    _, model = compiled("length", False)
+    c = circuit(model)
+    bos_only = {("embed", "0.0", "q"), ("embed", "0.0", "k")}
+    assert bos_only <= {e.key for e in c.inert} and not bos_only & c.edge_keys()
+    assert c.edge_keys() == {
+        ("embed", "0.0", "v"),
+        ("embed", "mlp 0", "in"),
+        ("0.0", "mlp 0", "in"),
+        ("mlp 0", "unembed", "in"),
+    }
+    result = verify(model, c)
+    assert result.ok, result.summary()
+    for x in result.checks:
+        if (x.parent, x.child, x.slot) in bos_only:
+            assert not any(x.effect.changed) and any(x.effect.bos_changed)
+            assert not any(x.effect.output_changed) and not x.has_effect
+
+
+@pytest.mark.parametrize("name, causal", LIBRARY_PARAMS)
+def test_ablating_every_dropped_edge_changes_no_output_after_bos(name, causal):
+    _, model = compiled(name, causal)
+    c = circuit(model)
+    weights = forward.weights_of(model, numpy=True)
+    ids = domain.encode(model.spec, domain.make_domain(model.spec).inputs)
+    where = _after_bos(model.spec, ids)[:, :, None]
+    clean = forward.run(weights, ids)
+    assert np.array_equal(ablation.output_without(weights, ids, []), clean.out["unembed"])
+    # Every inert edge alone, end to end, by zero and by resample ablation.
+    partner = ablation.resample_partner(domain.make_domain(model.spec).inputs)
+    for e in c.inert:
+        for delta in (-clean.out[e.parent], clean.out[e.parent][partner] - clean.out[e.parent]):
+            out = forward.run(weights, ids, add={(e.child, e.slot): delta}).out["unembed"]
+            assert np.max(np.where(where, np.abs(out - clean.out["unembed"]), 0)) <= 1e-4, e.key
+    # And every pair outside the circuit (inert edges included) at once.
+    dropped = [p for p in c.candidate_pairs() if p not in c.edge_keys()]
+    out = ablation.output_without(weights, ids, dropped)
+    assert np.max(np.where(where, np.abs(out - clean.out["unembed"]), 0)) <= 1e-4
+    # The circuit's edges are what the output needs: cutting them all changes it.
+    out = ablation.output_without(weights, ids, sorted(c.edge_keys()))
+    assert np.max(np.where(where, np.abs(out - clean.out["unembed"]), 0)) > 1e-4
+
+
+def test_a_bos_row_that_a_later_head_carries_on_counts():
+    # reverse's embed -> 0.0.q changes 0.0's output at BOS only: inert. Make head
+    # 3.0's key read 0.0's output (and its query `one`), so the BOS key's logit,
+    # hence every query's attention to BOS, depends on 0.0's BOS row.
+    _, model = compiled("reverse", False)
+    c = circuit(model)
+    pair = ("embed", "0.0", "q")
+    assert pair in {e.key for e in c.inert}
+    weights = forward.weights_of(model, numpy=True)
+    wq, bq, wk, bk, wv, bv, wo = weights.heads["3.0"]
+    wq, wk = wq.copy(), wk.copy()
+    wq[model.spec.input.one, 0] += 3.0
+    (written,) = c.node("0.0").writes
+    wk[written, 0] += 3.0  # BOS-key logit + 9 x (0.0 at BOS) / 2
+    tampered = dataclasses.replace(
+        weights, heads={**weights.heads, "3.0": (wq, bq, wk, bk, wv, bv, wo)}
+    )
+    d = domain.make_domain(model.spec)
+    (found,) = ablation.effects(tampered, d, [pair]).values()
+    assert not any(found.changed) and any(found.bos_changed)
+    assert any(found.output_changed) and found.through_bos and found.any
+    (plain,) = ablation.effects(weights, d, [pair]).values()
+    assert not plain.any
+
+
+def test_a_compressed_model_is_refused_with_what_to_pass_instead():
+    from tracr.compression import exact, running
+
+    _, model = compiled("sort_unique", False)
+    small = running.CompressedModel(model, exact.exact_compression(model).w)
+    with pytest.raises(ValueError, match=r"CompressedModel, pass its `\.model`"):
+        circuit(small)
+    with pytest.raises(ValueError, match="compiled model"):
+        verify(small, circuit(model))
+    assert circuit(small.model) == circuit(model)

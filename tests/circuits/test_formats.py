@@ -91,3 +91,69 @@ def test_embed_splits_into_token_and_position_hooks():
 def test_render_rejects_unknown_format(the_circuit):
     with pytest.raises(ValueError, match="--format"):
         formats.render(the_circuit, "yaml")
+
+
+def _setup_from_model_keys(n_layers, n_heads):
+    """ACDC's edge set, built as `TLACDCCorrespondence.setup_from_model(model,
+    use_pos_embed=True)` does: from the sink backwards, each writer feeding
+    every reader seen so far."""
+
+    def index(h):
+        return (None,) if h is None else (None, None, h)
+
+    keys = set()
+    downstream = [(f"blocks.{n_layers - 1}.hook_resid_post", index(None))]
+    for layer in reversed(range(n_layers)):
+        mlp_out = (f"blocks.{layer}.hook_mlp_out", (None,))
+        mlp_in = (f"blocks.{layer}.hook_mlp_in", (None,))
+        keys |= {(*d, *mlp_out) for d in downstream} | {(*mlp_out, *mlp_in)}
+        downstream.append(mlp_in)
+        inputs = []
+        for h in reversed(range(n_heads)):
+            result = (f"blocks.{layer}.attn.hook_result", index(h))
+            keys |= {(*d, *result) for d in downstream}
+            for slot in "qkv":
+                inner = (f"blocks.{layer}.attn.hook_{slot}", index(h))
+                outer = (f"blocks.{layer}.hook_{slot}_input", index(h))
+                keys |= {(*result, *inner), (*inner, *outer)}
+                inputs.append(outer)
+        downstream += inputs
+    for embed in ("hook_embed", "hook_pos_embed"):
+        keys |= {(*d, embed, (None,)) for d in downstream}
+    return keys
+
+
+@pytest.mark.parametrize("name", ["sort_unique", "length", "pair_balance", "shuffle_dyck"])
+def test_acdc_keys_are_those_of_the_exported_model(name):
+    from tracr.export import transformer_lens
+
+    _, model = compiled(name, False)
+    c = circuit(model)
+    config = transformer_lens.transformer_lens_config(model.spec)
+    edges = formats.to_acdc(c)
+    assert set(edges) == _setup_from_model_keys(config["n_layers"], config["n_heads"])
+    assert formats.from_acdc(edges) == c.edge_keys()
+    if name == "sort_unique":  # the docs' example
+        assert (len(edges), sum(edges.values())) == (46, 24)
+    # Zero-padded heads and MLPs absent from the spec are there, all False.
+    real = {n.name for n in c.nodes}
+    for (child, child_index, parent, parent_index), present in edges.items():
+        for hook, idx in ((child, child_index), (parent, parent_index)):
+            layer = hook.split(".")[1] if hook.startswith("blocks.") else None
+            if "attn" in hook or "_input" in hook:
+                if f"{layer}.{idx[2]}" not in real:
+                    assert not present, (child, parent)
+            elif "mlp" in hook and f"mlp {layer}" not in real:
+                assert not present, (child, parent)
+
+
+def test_json_reads_version_1():
+    _, model = compiled("pair_balance", False)
+    c = circuit(model)
+    doc = formats.to_json(c)
+    assert doc["num_heads"] == c.num_heads == model.spec.num_heads == 2
+    old = {k: v for k, v in doc.items() if k != "num_heads"}
+    old["version"] = 1
+    read = formats.from_json(old)
+    assert read.num_heads == 0 and read.heads_per_layer == 2  # from the head indices
+    assert read.edges == c.edges

@@ -7,8 +7,18 @@ B's input and replaced, on every input of a domain,
 - by A's contribution on another input of the same length (resample
   ablation; the other input is a seeded derangement within each length),
 
-and B's output is compared with the clean one at every real (non-PAD)
-position. Only that input changes: the other inputs of a head stay clean.
+and B's output is compared with the clean one at every real position after
+BOS (neither PAD nor BOS). Only that input changes: the other inputs of a head
+stay clean.
+
+Decoding never reads the BOS position, so a change of B's output there
+matters only if it travels on: later heads may attend to BOS and carry it to
+other positions. A pair whose only local effect is at BOS is therefore also
+ablated end to end (B's input changed as above, every later node run on what
+follows), and counts only if the model's output changes at a position after
+BOS. A pair *matters* if it does one of the two; an edge is in the circuit
+iff it matters.
+
 `graph.circuit` uses this to drop wired edges that have no effect on the
 domain; `verify` uses it on every pair.
 """
@@ -33,15 +43,32 @@ Pair = Tuple[str, str, str]  # (parent, child, slot)
 
 @dataclasses.dataclass(frozen=True)
 class Effect:
-    """`changed[a]`: inputs on which ablation `ABLATIONS[a]` changed the child's
-    output by more than the tolerance; `max_effect`: the largest change."""
+    """What ablating one pair did, per ablation `ABLATIONS[a]`.
+
+    Attributes:
+      changed: `changed[a]`, the inputs on which the child's output changed by
+        more than the tolerance at some position after BOS.
+      max_effect: the largest such change.
+      bos_changed: the inputs on which the child's output changed at BOS.
+      output_changed: for a pair whose local effect is at BOS only, the inputs
+        on which the model's output (the unembedding's) changed at some
+        position after BOS when the ablation ran end to end; zeros otherwise.
+    """
 
     changed: Tuple[int, ...]
     max_effect: float
+    bos_changed: Tuple[int, ...] = ()
+    output_changed: Tuple[int, ...] = ()
 
     @property
     def any(self) -> bool:
-        return any(self.changed)
+        """Whether the pair matters for the model's outputs (see the module docstring)."""
+        return any(self.changed) or any(self.output_changed)
+
+    @property
+    def through_bos(self) -> bool:
+        """Whether it matters only through a change at BOS that later nodes carry on."""
+        return not any(self.changed) and any(self.output_changed)
 
 
 def resample_partner(inputs: Sequence[Sequence], seed: int = 0) -> np.ndarray:
@@ -92,30 +119,94 @@ def effects(
     """
     ids = domain_lib.encode(weights.spec, domain.inputs)
     real = domain_lib.real_positions(weights.spec, ids)
-    if not isinstance(weights.token_embed, np.ndarray):
+    after_bos = real.copy()
+    after_bos[:, 0] = False
+    at_bos = real & ~after_bos
+    numpy = isinstance(weights.token_embed, np.ndarray)
+    if not numpy:
         ids = jnp.asarray(ids)
     trace = forward.run(weights, ids)
+    clean_output = np.asarray(trace.out[forward.UNEMBED])
     partner = resample_partner(domain.inputs, seed)
     grouped: Dict[Tuple[str, str], List[str]] = {}
     for parent, child, slot in pairs:
         grouped.setdefault((child, slot), []).append(parent)
+
+    def count(diff: np.ndarray, where: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """[P, B, T, F] -> per pair: inputs changed beyond atol at `where`, largest change."""
+        diff = np.max(np.where(where[None, :, :, None], diff, 0.0), axis=(2, 3))
+        return np.sum(diff > atol, axis=1), np.max(diff, axis=1)
+
     result: Dict[Pair, Effect] = {}
     for (child, slot), parents in grouped.items():
         contributions = np.stack([np.asarray(trace.out[p]) for p in parents])  # [P, B, T, D]
-        base = trace.inputs[child]
-        changed, largest = [], []
+        base = np.asarray(trace.inputs[child])
+        changed, largest, bos, deltas = [], [], [], []
         for ablation in ABLATIONS:
             replacement = 0.0 if ablation == "zero" else contributions[:, partner]
-            x = base - contributions + replacement
-            x = np.concatenate([np.asarray(base)[None], x])  # clean output in the same call
+            delta = replacement - contributions
+            x = np.concatenate([base[None], base + delta])  # clean output in the same call
             y = np.asarray(child_output(weights, child, slot, x, trace))
             diff = np.abs(y[1:] - y[:1])  # [P, B, T, F]
-            diff = np.max(np.where(real[None, :, :, None], diff, 0.0), axis=(2, 3))
-            changed.append(np.sum(diff > atol, axis=1))
-            largest.append(np.max(diff, axis=1))
+            n, m = count(diff, after_bos)
+            changed.append(n)
+            largest.append(m)
+            bos.append(count(diff, at_bos)[0])
+            deltas.append(delta)
         for i, parent in enumerate(parents):
+            through = [0] * len(ABLATIONS)
+            if not any(c[i] for c in changed) and child != forward.UNEMBED:
+                for a, delta in enumerate(deltas):
+                    if bos[a][i]:
+                        through[a] = _output_changes(
+                            weights, ids, (child, slot), delta[i], clean_output, after_bos, atol
+                        )
             result[(parent, child, slot)] = Effect(
                 changed=tuple(int(c[i]) for c in changed),
                 max_effect=float(max(e[i] for e in largest)),
+                bos_changed=tuple(int(b[i]) for b in bos),
+                output_changed=tuple(through),
             )
     return result
+
+
+def _output_changes(weights, ids, key, delta, clean_output, where, atol) -> int:
+    """Inputs on which adding `delta` to input `key` changes the model's output at `where`."""
+    if not isinstance(weights.token_embed, np.ndarray):
+        delta = jnp.asarray(delta)
+    out = np.asarray(forward.run(weights, ids, add={key: delta}).out[forward.UNEMBED])
+    diff = np.where(where[:, :, None], np.abs(out - clean_output), 0.0)
+    return int(np.sum(np.max(diff, axis=(1, 2)) > atol))
+
+
+def output_without(
+    weights: forward.Weights, token_ids: np.ndarray, pairs: Sequence[Pair]
+) -> np.ndarray:
+    """The model's output [B, T, O] with every pair in `pairs` zero-ablated at once.
+
+    Each child input reads the residual less what its listed parents write in
+    this very run (so ablations compose: a parent changed by an earlier cut
+    is removed as changed).
+    """
+    cut: Dict[Tuple[str, str], List[str]] = {}
+    for parent, child, slot in pairs:
+        cut.setdefault((child, slot), []).append(parent)
+    mask = forward.attention_mask(weights, token_ids)
+    out = {forward.EMBED: forward.embed(weights, token_ids)}
+    residual = out[forward.EMBED]
+
+    def read(name: str, slot: str):
+        return residual - sum((out[p] for p in cut.get((name, slot), ())), 0.0)
+
+    for layer in weights.spec.layers:
+        for h in layer.heads:
+            xq, xk, xv = (read(h.name, s) for s in forward.HEAD_SLOTS)
+            out[h.name] = forward.head(weights.heads[h.name], xq, xk, xv, mask)
+        if layer.index < len(weights.attn_bias):
+            written = sum((out[h.name] for h in layer.heads), 0.0)
+            residual = residual + weights.attn_bias[layer.index] + written
+        if layer.mlp is not None:
+            name = forward.mlp_name(layer.index)
+            out[name] = forward.mlp(weights.mlps[name], read(name, forward.IN))
+            residual = residual + out[name]
+    return read(forward.UNEMBED, forward.IN) @ weights.unembed

@@ -1,9 +1,10 @@
 """The circuit in the formats the field uses, each with a reader.
 
 - **JSON** (ours, `to_json`/`from_json`): `{"format": "tracr-circuit",
-  "version": 1, ...}` with every node (its inputs and writes as residual
+  "version": 2, ...}` with every node (its inputs and writes as residual
   indices), edge (with directions and RASP labels), inert edge and the RASP
-  correspondence. Stable: fields are only ever added, under a new version.
+  correspondence. Stable: fields are only ever added, under a new version
+  (2 added `num_heads`; version 1 documents are still read).
 - **TransformerLens hooks** (`to_transformer_lens`): one record per edge,
   `{"parent": hook, "parent_index": h or None, "child": ..., "child_index": ...}`.
   Writers: `hook_embed`, `hook_pos_embed` (embed split by the directions each
@@ -13,9 +14,13 @@
 - **ACDC** (`to_acdc`): ACDC's edge dictionary, keyed `(child hook, child
   index, parent hook, parent index)` with TorchIndex-style index tuples
   (`(None,)` whole tensor, `(None, None, h)` head h), over the **full** edge
-  set ACDC's `load_subgraph` needs: every addition edge from a writer to a
-  later reader, `hook_{q,k,v}_input -> attn.hook_{q,k,v}` and
-  `attn.hook_{q,k,v} -> attn.hook_result`, `hook_mlp_in -> hook_mlp_out`;
+  set ACDC's `load_subgraph` needs, that of
+  `TLACDCCorrespondence.setup_from_model(model, use_pos_embed=True)` on the
+  exported model: every block has `num_heads` heads (zero-padded ones
+  included) and an MLP (also where the compiled layer has none); every
+  addition edge from a writer (`hook_embed`, `hook_pos_embed`, head results,
+  MLP outputs) to a later reader, `hook_{q,k,v}_input -> attn.hook_{q,k,v}`
+  and `attn.hook_{q,k,v} -> attn.hook_result`, `hook_mlp_in -> hook_mlp_out`;
   True for the circuit's, False otherwise.
 - **InterpBench** (`to_interpbench`): `(sender, receiver)` node-name pairs
   (`name[idx]` for heads) at the granularities `component` (`embed`,
@@ -38,7 +43,8 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tupl
 from tracr.circuits import graph
 
 FORMAT = "tracr-circuit"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # versions from_json reads
 FORMATS = ("json", "tl", "acdc", "interpbench")
 GRANULARITIES = ("component", "matrix", "acdc_hooks")
 
@@ -69,6 +75,7 @@ def to_json(c: graph.Circuit) -> Dict[str, Any]:
         "residual_labels": list(c.residual_labels),
         "residual_names": list(c.residual_names),
         "position_directions": list(c.position_directions),
+        "num_heads": c.num_heads,
         "nodes": [
             {
                 "name": n.name,
@@ -96,9 +103,10 @@ def from_json(doc: Mapping[str, Any]) -> graph.Circuit:
     """
     if doc.get("format") != FORMAT:
         raise ValueError(f"Not a tracr circuit: format is {doc.get('format')!r}, not {FORMAT!r}.")
-    if doc.get("version") != VERSION:
+    if doc.get("version") not in READS:
         raise ValueError(
-            f"Circuit format version {doc.get('version')!r}; this tracr reads version {VERSION}."
+            f"Circuit format version {doc.get('version')!r}; this tracr reads versions "
+            f"{', '.join(map(str, READS))}."
         )
 
     def edge(e) -> graph.Edge:
@@ -128,6 +136,8 @@ def from_json(doc: Mapping[str, Any]) -> graph.Circuit:
             num_layers=doc["num_layers"],
             inert=tuple(edge(e) for e in doc["inert"]),
             position_directions=tuple(doc["position_directions"]),
+            # Version 1 has no num_heads: 0 (derived from the nodes, see heads_per_layer).
+            num_heads=doc["num_heads"] if doc["version"] >= 2 else 0,
         )
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"circuit JSON: missing or malformed field {e}.") from None
@@ -232,32 +242,60 @@ def _from_torch_index(index: Tuple[Optional[int], ...]) -> Optional[int]:
     return index[-1] if len(index) == 3 else None
 
 
+def acdc_graph(c: graph.Circuit) -> List[Tuple[Hook, Hook]]:
+    """Every `(child, parent)` hook edge of ACDC's graph of the exported model.
+
+    That of `TLACDCCorrespondence.setup_from_model(model, use_pos_embed=True)`:
+    `max(num_layers, 1)` blocks, each with `heads_per_layer` heads and an MLP.
+    """
+    layers, heads = max(c.num_layers, 1), c.heads_per_layer
+    writers: List[Tuple[int, Hook]] = [(0, ("hook_embed", None)), (0, ("hook_pos_embed", None))]
+    readers: List[Tuple[int, Hook]] = []
+    inside: List[Tuple[Hook, Hook]] = []
+    for layer in range(layers):
+        result = f"blocks.{layer}.attn.hook_result"
+        for h in range(heads):
+            writers.append((2 * layer + 1, (result, h)))
+            for slot in graph.HEAD_SLOTS:
+                outer = (f"blocks.{layer}.hook_{slot}_input", h)
+                inner = (f"blocks.{layer}.attn.hook_{slot}", h)
+                readers.append((2 * layer + 1, outer))
+                inside += [(inner, outer), ((result, h), inner)]
+        mlp_in = (f"blocks.{layer}.hook_mlp_in", None)
+        mlp_out = (f"blocks.{layer}.hook_mlp_out", None)
+        writers.append((2 * layer + 2, mlp_out))
+        readers.append((2 * layer + 2, mlp_in))
+        inside.append((mlp_out, mlp_in))
+    readers.append((2 * layers + 1, (f"blocks.{layers - 1}.hook_resid_post", None)))
+    additions = [(r, w) for rs, r in readers for ws, w in writers if ws < rs]
+    return additions + inside
+
+
 def to_acdc(c: graph.Circuit) -> Dict[Tuple[str, tuple, str, tuple], bool]:
     """ACDC's full edge dictionary; True for the circuit's edges (see the module docstring)."""
-    # Every pair could be an edge: it would carry all the parent writes.
-    candidates = [graph.Edge(p, ch, s, c.node(p).writes, ()) for p, ch, s in c.candidate_pairs()]
-    present = set(_hook_edges(c, c.edges))
-    out: Dict[Tuple[str, tuple, str, tuple], bool] = {}
-    for parent, child in _hook_edges(c, candidates):
-        out[(child[0], _torch_index(child[1]), parent[0], _torch_index(parent[1]))] = (
-            parent,
-            child,
-        ) in present
-    used_slots = {(e.child, e.slot) for e in c.edges}
-    for node in c.nodes:
+    present = {(child, parent) for parent, child in _hook_edges(c, c.edges)}
+    for e in c.edges:
+        node = c.node(e.child)
         if node.kind == "head":
-            result = (f"blocks.{node.layer}.attn.hook_result", _torch_index(node.head))
-            for slot in graph.HEAD_SLOTS:
-                used = (node.name, slot) in used_slots
-                inner = (f"blocks.{node.layer}.attn.hook_{slot}", _torch_index(node.head))
-                outer = input_hook(c, node.name, slot)
-                out[(*inner, outer[0], _torch_index(outer[1]))] = used
-                out[(*result, *inner)] = used
+            outer = input_hook(c, e.child, e.slot)
+            inner = (f"blocks.{node.layer}.attn.hook_{e.slot}", node.head)
+            present |= {
+                (inner, outer),
+                ((f"blocks.{node.layer}.attn.hook_result", node.head), inner),
+            }
         elif node.kind == "mlp":
-            used = (node.name, graph.IN) in used_slots
-            mlp_in = (f"blocks.{node.layer}.hook_mlp_in", (None,))
-            out[(f"blocks.{node.layer}.hook_mlp_out", (None,), *mlp_in)] = used
-    return out
+            present.add(
+                ((f"blocks.{node.layer}.hook_mlp_out", None), input_hook(c, e.child, e.slot))
+            )
+    everything = acdc_graph(c)
+    unknown = present - set(everything)
+    if unknown:  # a circuit whose node names or num_heads do not fit its layers
+        raise ValueError(f"circuit edges outside ACDC's graph of the model: {sorted(unknown)}")
+    return {
+        (child[0], _torch_index(child[1]), parent[0], _torch_index(parent[1])): (child, parent)
+        in present
+        for child, parent in everything
+    }
 
 
 def _is_addition(parent: str, child: str) -> bool:

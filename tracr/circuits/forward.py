@@ -88,8 +88,23 @@ def weights_of(model: assembled.AssembledTransformerModel, *, numpy: bool = Fals
     `jax.grad`, `jit`).
 
     Raises:
-      ValueError: the model has no `spec`, or uses layer norm.
+      ValueError: `model` is not a compiled model (e.g. a compression's
+        `CompressedModel`: pass its `.model`, the compiled model it runs), has
+        no `spec`, or uses layer norm.
     """
+    if not hasattr(model, "spec"):
+        inner = getattr(model, "model", None)
+        hint = (
+            f" For a {type(model).__name__}, pass its `.model` (the compiled model it "
+            "compresses): the circuit is that model's, read off its uncompressed weights."
+            if hasattr(inner, "spec")
+            else ""
+        )
+        raise ValueError(
+            "circuits need a compiled model (AssembledTransformerModel, from "
+            f"compiling.compile_rasp_to_model or tracr.io.saving.load_model), got "
+            f"{type(model).__name__}.{hint}"
+        )
     model_spec = model.spec
     if model_spec is None:
         raise ValueError(

@@ -35,9 +35,13 @@ when the circuit is built:
 2. Domain. Some wired edges still change nothing on any input of the
    domain: a BOS guard (an MLP row from `tokens:BOS` that switches hidden
    units off at BOS, where its other inputs are already zero), or a causal
-   selector width whose query meets equal logits at every visible key. Each
-   wired edge is ablated (`ablation.effects`, zero and resample) on the
-   domain; those with no effect move to `Circuit.inert`.
+   selector width whose query meets equal logits at every visible key, or
+   a query or key that changes the attention only of the BOS query (a TRUE
+   selector's, in `length`). Each wired edge is ablated (`ablation.effects`,
+   zero and resample) on the domain: it stays iff it changes its child's
+   output after BOS, or changes it at BOS only and the model's output after
+   BOS then changes end to end (later heads can carry a BOS row on). The
+   others move to `Circuit.inert`.
 
 `verify` then demands that every edge matters and that every other pair
 (inert edges included) changes nothing.
@@ -126,6 +130,9 @@ class Circuit:
     # the token embedding): formats that split embed into token and position
     # embeddings (ACDC, InterpBench) need them.
     position_directions: Tuple[int, ...] = ()
+    # Heads per layer in the padded layout (TransformerLens' n_heads): formats
+    # over the whole exported graph (ACDC) list the zero-padded heads too.
+    num_heads: int = 0
 
     def __post_init__(self):
         names = [n.name for n in self.nodes]
@@ -159,6 +166,12 @@ class Circuit:
                 for parent in self.nodes:
                     if parent.stage < child.stage and parent.kind != "unembed":
                         yield (parent.name, child.name, slot)
+
+    @property
+    def heads_per_layer(self) -> int:
+        """`num_heads`, or (when unknown, 0) one more than the largest head index."""
+        heads = [n.head for n in self.nodes if n.kind == "head"]
+        return self.num_heads or (max(heads) + 1 if heads else 0)
 
     def nodes_of(self, label: str) -> List[str]:
         """Names of the nodes that compute the RASP expression `label`."""
@@ -255,7 +268,8 @@ def circuit(
       seed: for the sample and the resample ablation.
 
     Raises:
-      ValueError: the model has no spec, or uses layer norm.
+      ValueError: `model` is not a compiled model (a compression's `CompressedModel`:
+        pass its `.model`), has no spec, or uses layer norm.
     """
     weights = forward.weights_of(model, numpy=True)
     model_spec = weights.spec
@@ -308,6 +322,7 @@ def circuit(
         num_layers=model_spec.num_layers,
         inert=tuple(e for e in wired if not found[e.key].any),
         position_directions=tuple(int(i) for i in np.flatnonzero(pos_used)),
+        num_heads=int(model_spec.num_heads),
     )
 
 

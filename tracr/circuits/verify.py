@@ -2,9 +2,11 @@
 
 `verify(model, circuit)` takes every pair (A, B.slot) with A earlier than B
 and ablates it on every input of the domain, by zero and by resampling (see
-`ablation`), comparing B's output with the clean one. The circuit is right when every edge
-changes B's output on some input (by more than `atol`) and no other pair
-changes it on any input::
+`ablation`), comparing B's output with the clean one at the positions after
+BOS. A pair whose only local effect is at BOS (which decoding never reads) is
+ablated end to end and counts only if the model's output then changes after
+BOS. The circuit is right when every edge matters in this sense on some input
+(by more than `atol`) and no other pair does on any input::
 
     result = verify(model, circuit(model))
     assert result.ok, result.summary()
@@ -84,12 +86,19 @@ class Verification:
             + ("verified" if self.ok else "NOT verified")
         ]
         for c in self.ineffective_edges:
-            lines.append(f"  edge {c.parent} -> {c.child}.{c.slot} changed nothing")
+            where = " (its output only at BOS)" if any(c.effect.bos_changed) else ""
+            lines.append(f"  edge {c.parent} -> {c.child}.{c.slot} changed nothing{where}")
         for c in self.leaking_pairs:
-            lines.append(
-                f"  non-edge {c.parent} -> {c.child}.{c.slot} changed {c.effect.changed} inputs "
-                f"(max {c.effect.max_effect:.3g})"
-            )
+            if c.effect.through_bos:
+                lines.append(
+                    f"  non-edge {c.parent} -> {c.child}.{c.slot} changed the model's output "
+                    f"on {c.effect.output_changed} inputs through BOS"
+                )
+            else:
+                lines.append(
+                    f"  non-edge {c.parent} -> {c.child}.{c.slot} changed {c.effect.changed} "
+                    f"inputs (max {c.effect.max_effect:.3g})"
+                )
         return "\n".join(lines)
 
 
