@@ -95,16 +95,22 @@ def test_learned_parts_never_write_the_compiled_stream(hist):
     assert not np.allclose(np.asarray(a.logits), np.asarray(b.logits))
 
 
-def test_training_keeps_compiled_parts_frozen_and_reduces_loss(hist):
-    program, compiled = hist
-    hspec = _hspec(program, compiled)
-    ids, targets = _majority_task(compiled)
-    params = model.init_params(hspec, compiled.params, seed=0)
+def _sampler(ids, targets):
+    """Draws rows of (ids, targets) at random, as `training.train` asks."""
 
     def sampler(rng, batch_size):
         rows = rng.integers(0, len(ids), size=batch_size)
         return ids[rows], targets[rows]
 
+    return sampler
+
+
+def test_training_keeps_compiled_parts_frozen_and_reduces_loss(hist):
+    program, compiled = hist
+    hspec = _hspec(program, compiled)
+    ids, targets = _majority_task(compiled)
+    params = model.init_params(hspec, compiled.params, seed=0)
+    sampler = _sampler(ids, targets)
     trained, history = training.train(
         hspec, params, sampler, steps=150, batch_size=32, learning_rate=3e-3, progress=False
     )
@@ -169,13 +175,9 @@ def test_a_label_beyond_num_classes_is_refused_not_trained_to_nan(hist):
     hspec = _hspec(program, compiled)
     ids, targets = _majority_task(compiled)
     params = model.init_params(hspec, compiled.params, seed=0)
-
-    def sampler(rng, batch_size):
-        rows = rng.integers(0, len(ids), size=batch_size)
-        bad = np.array(targets[rows])
-        bad[0, -1] = hspec.num_classes
-        return ids[rows], bad
-
+    targets = np.array(targets)
+    targets[:, -1] = hspec.num_classes  # one class too many
+    sampler = _sampler(ids, targets)
     with pytest.raises(ValueError, match=f"label {hspec.num_classes} at step 0"):
         training.train(hspec, params, sampler, steps=2, batch_size=8, progress=False)
 

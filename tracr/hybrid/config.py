@@ -134,19 +134,25 @@ class HybridSpec:
         Raises:
           ValueError: a field is missing, unknown or of the wrong format.
         """
-        if doc.get("format") != FORMAT:
-            raise ValueError(
-                f"hybrid spec format {doc.get('format')!r} is not {FORMAT}; save it again with "
-                "this version of tracr."
-            )
-        names = {f.name for f in dataclasses.fields(cls)}
-        given = set(doc) - {"format"}
-        if given != names:
-            raise ValueError(
-                f"hybrid spec: missing fields {sorted(names - given)}, unknown fields "
-                f"{sorted(given - names)}."
-            )
-        fields = {k: doc[k] for k in names}
+        check_document(doc, "hybrid spec")
+        fields = {k: doc[k] for k in (f.name for f in dataclasses.fields(cls))}
         fields["compiled"] = spec_lib.ModelSpec.from_json(doc["compiled"], decode_value)
         fields["reads"] = tuple(str(r) for r in doc["reads"])
         return cls(**fields)
+
+
+def check_document(doc: Mapping[str, Any], where: str) -> None:
+    """Raises ValueError unless `doc` is a hybrid spec of this FORMAT with exactly its fields."""
+    version = doc.get("format")
+    if type(version) is not int or version != FORMAT:
+        raise ValueError(
+            f"{where}: 'format' is {version!r}, expected {FORMAT}; save it again with this "
+            "version of tracr."
+        )
+    names = {f.name for f in dataclasses.fields(HybridSpec)}
+    given = set(doc) - {"format"}
+    if given != names:
+        raise ValueError(
+            f"{where}: missing fields {sorted(names - given)}, unknown fields "
+            f"{sorted(given - names)}; save it again with save_hybrid."
+        )

@@ -13,12 +13,9 @@ the spec implies before its data is read; non-finite values are refused::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pathlib
-import zipfile
-import zlib
 from typing import Dict, Tuple, Union
 
 import jax
@@ -130,19 +127,7 @@ def _read_spec(path: pathlib.Path) -> HybridSpec:
             f"{path} must hold a JSON object (a hybrid spec), got {type(doc).__name__}; "
             "save it again with save_hybrid."
         )
-    version = doc.get("format")
-    if type(version) is not int or version != config_lib.FORMAT:
-        raise ValueError(
-            f"{path}: 'format' is {version!r}, expected {config_lib.FORMAT}; save it again with "
-            "this version of tracr."
-        )
-    names = {f.name for f in dataclasses.fields(HybridSpec)}
-    given = set(doc) - {"format"}
-    if given != names:
-        raise ValueError(
-            f"{path}: missing fields {sorted(names - given)}, unknown fields "
-            f"{sorted(given - names)}; save it again with save_hybrid."
-        )
+    config_lib.check_document(doc, str(path))
     for name, (low, high) in _INT_FIELDS.items():
         value = doc[name]
         if type(value) is not int:
@@ -178,36 +163,4 @@ def _read_params(path: pathlib.Path, shapes: Dict[str, Tuple[int, ...]]) -> Dict
     """Every array in params.npz, each header (dtype, shape) checked before its data is read."""
     if not path.is_file():
         raise _missing(path)
-    arrays: Dict[str, np.ndarray] = {}
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.namelist()
-            names = [m[: -len(".npy")] for m in members if m.endswith(".npy")]
-            if len(set(members)) != len(members):
-                raise ValueError(f"{path} lists an array more than once; save the hybrid again.")
-            unexpected = sorted(set(names) - set(shapes)) + [
-                m for m in members if not m.endswith(".npy")
-            ]
-            missing = sorted(set(shapes) - set(names))
-            if unexpected or missing:
-                raise ValueError(
-                    f"{path}: missing arrays {missing[:5]}, unexpected arrays {unexpected[:5]}; "
-                    f"it does not match {SPEC_FILE}."
-                )
-            for name in names:
-                with archive.open(name + ".npy") as f:
-                    # Header first (float32/float64 only, the spec's shape), then
-                    # exactly that many bytes; non-finite values refused.
-                    array = io_saving._read_npy(f, name, shapes[name], path)
-                if not np.all(np.isfinite(array)):  # float64 beyond float32's range
-                    raise ValueError(
-                        f"{path}: array {name!r} has values too large for float32; save the "
-                        "hybrid again."
-                    )
-                arrays[name] = array
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
-        raise ValueError(
-            f"{path} is not a valid .npz archive (corrupt or truncated?): {e}; save the "
-            "hybrid again."
-        ) from None
-    return arrays
+    return io_saving.read_npz(path, shapes, SPEC_FILE, "save the hybrid again")

@@ -633,12 +633,29 @@ def _validate_values(items: Any, where: str) -> List[Any]:
 
 def _read_params(path: pathlib.Path, expected: Dict[str, Tuple[int, ...]]) -> Dict[str, np.ndarray]:
     """Reads every expected array from the .npz, checking each header first."""
+    return read_npz(path, expected, "model.json's config", "save the model again")
+
+
+def read_npz(
+    path: pathlib.Path, expected: Dict[str, Tuple[int, ...]], described_by: str, remedy: str
+) -> Dict[str, np.ndarray]:
+    """Exactly the `expected` arrays (name -> shape) of a .npz, as float32.
+
+    Each member's header (float32/float64 only, the expected shape) is checked
+    before its data is read, so a small file cannot declare a huge array;
+    nothing is unpickled; values must be finite after the cast to float32.
+    Also read by the hybrid loader (`tracr.hybrid.saving`).
+
+    Raises:
+      ValueError: naming `path`, the array and `described_by` (what the
+        arrays must match), ending with `remedy`.
+    """
     arrays: Dict[str, np.ndarray] = {}
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.namelist()
             if len(set(members)) != len(members):
-                raise ValueError(f"{path} lists an array more than once.")
+                raise ValueError(f"{path} lists an array more than once; {remedy}.")
             names = [m[: -len(".npy")] for m in members if m.endswith(".npy")]
             unknown = sorted(set(names) - set(expected)) + [
                 m for m in members if not m.endswith(".npy")
@@ -646,15 +663,15 @@ def _read_params(path: pathlib.Path, expected: Dict[str, Tuple[int, ...]]) -> Di
             missing = sorted(set(expected) - set(names))
             if unknown or missing:
                 raise ValueError(
-                    f"{path} does not match model.json's config: unexpected arrays "
-                    f"{unknown[:8]}, missing arrays {missing[:8]}."
+                    f"{path} does not match {described_by}: unexpected arrays "
+                    f"{unknown[:8]}, missing arrays {missing[:8]}; {remedy}."
                 )
             for name in names:
                 with archive.open(name + ".npy") as f:
                     arrays[name] = _read_npy(f, name, expected[name], path)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
         raise ValueError(
-            f"{path} is not a valid .npz archive (corrupt or truncated?): {e}"
+            f"{path} is not a valid .npz archive (corrupt or truncated?): {e}; {remedy}."
         ) from None
     return arrays
 
