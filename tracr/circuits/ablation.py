@@ -191,22 +191,4 @@ def output_without(
     cut: Dict[Tuple[str, str], List[str]] = {}
     for parent, child, slot in pairs:
         cut.setdefault((child, slot), []).append(parent)
-    mask = forward.attention_mask(weights, token_ids)
-    out = {forward.EMBED: forward.embed(weights, token_ids)}
-    residual = out[forward.EMBED]
-
-    def read(name: str, slot: str):
-        return residual - sum((out[p] for p in cut.get((name, slot), ())), 0.0)
-
-    for layer in weights.spec.layers:
-        for h in layer.heads:
-            xq, xk, xv = (read(h.name, s) for s in forward.HEAD_SLOTS)
-            out[h.name] = forward.head(weights.heads[h.name], xq, xk, xv, mask)
-        if layer.index < len(weights.attn_bias):
-            written = sum((out[h.name] for h in layer.heads), 0.0)
-            residual = residual + weights.attn_bias[layer.index] + written
-        if layer.mlp is not None:
-            name = forward.mlp_name(layer.index)
-            out[name] = forward.mlp(weights.mlps[name], read(name, forward.IN))
-            residual = residual + out[name]
-    return read(forward.UNEMBED, forward.IN) @ weights.unembed
+    return forward.run(weights, token_ids, cut=cut).out[forward.UNEMBED]

@@ -22,7 +22,7 @@ residual width, K key size, M MLP hidden width, O output width.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -223,6 +223,7 @@ def run(
     token_ids: Array,
     replace: Optional[Mapping[str, Array]] = None,
     add: Optional[Mapping[Tuple[str, str], Array]] = None,
+    cut: Optional[Mapping[Tuple[str, str], Sequence[str]]] = None,
 ) -> Trace:
     """Runs the model on [B, T] ids, node by node.
 
@@ -233,9 +234,13 @@ def run(
         instead of the node's own (activation patching of a node).
       add: (node name, input slot) -> [B, T, D] added to what that input
         reads (a point to differentiate at, for attribution patching).
+      cut: (node name, input slot) -> parents whose contributions in this very
+        run that input does not read (zero ablation of edges; cuts compose: a
+        parent changed by an earlier cut is removed as changed).
     """
     replace = replace or {}
     add = add or {}
+    cut = cut or {}
     mask = attention_mask(weights, token_ids)
     inputs, out = {}, {}
     residual = embed(weights, token_ids)
@@ -245,7 +250,9 @@ def run(
 
     def read(name: str, slot: str) -> Array:
         inputs[name] = residual
-        return residual + add[(name, slot)] if (name, slot) in add else residual
+        parents = cut.get((name, slot))
+        x = residual - sum(out[p] for p in parents) if parents else residual
+        return x + add[(name, slot)] if (name, slot) in add else x
 
     for layer in weights.spec.layers:
         written = []
