@@ -19,7 +19,6 @@ values) is evaluated pair by pair, exactly as before.
 Example::
 
     >>> from tracr.rasp import rasp
-from tracr.utils import errors
     >>> predicate_table(rasp.Comparison.LT, keys=[1, 2, 3], queries=[2, 3]).astype(int)
     array([[1, 0, 0],
            [1, 1, 0]])
