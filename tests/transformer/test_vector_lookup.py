@@ -202,3 +202,16 @@ def test_the_int_path_reads_every_int32_value():
     assert sum(i != inputs.NO_VALUE for i in want.tolist()) == 2 + 4 + 1  # BOS, -5, 0, 2, 4000
     for stray in (True, 2**31, np.int64(2), 2.0, _Two.TWO):  # not 32-bit Python ints
         assert codec._int_ids([BOS, 0, stray], np.array([3]), np.array([0])) is None
+
+
+def test_the_int32_limits_in_the_vocabulary_take_the_array_path_exactly():
+    """-2**31 is a 32-bit int for marshal; a table that left it out would call
+    the vocabulary's own token unknown."""
+    low = -(2**31)
+    tokens = (low, low + 5, BOS, PAD)
+    codec = inputs.Codec(tokens=tokens, bos_token=BOS, pad_token=PAD, max_len=8, output_values=None)
+    batch = [[BOS, low, low + 5, low + 1]]
+    got = codec._int_ids(batch[0], np.array([4]), np.array([0]))
+    assert got is not None
+    assert got.tolist() == codec._object_ids(batch[0]).tolist() == [2, 0, 1, inputs.NO_VALUE]
+    assert codec.encode([batch[0][:3]]).ids.tolist() == [[2, 0, 1]]

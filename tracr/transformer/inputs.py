@@ -289,7 +289,7 @@ class Codec:
         numbers = {
             int(t): i
             for i, t in enumerate(self.tokens)
-            if _is_number(t) and math.isfinite(t) and t == int(t) and abs(t) < 2**31
+            if _is_number(t) and math.isfinite(t) and t == int(t) and -(2**31) <= t < 2**31
         }
         if not numbers or max(numbers) - min(numbers) > INT_TABLE_SPAN:
             return None
