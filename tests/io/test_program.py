@@ -171,6 +171,23 @@ def test_corrupt_fields_deep_inside_are_refused():
             program_io.program_from_json(bad, "p.json")
 
 
+def test_a_table_that_lists_an_input_twice_is_refused():
+    """Read as a lookup, the last row would silently win; the reader refuses it."""
+    doc = _doc()
+    kinds = {e["kind"]: i for i, e in enumerate(doc["exprs"])}
+    bad = json.loads(json.dumps(doc))
+    table = bad["exprs"][kinds["map"]]["table"]
+    table.append([table[0][0], {"type": "int", "value": 99}])
+    with pytest.raises(ValueError, match=r"p.json: exprs\[\d+\] \(map\) lists the input"):
+        program_io.program_from_json(bad, "p.json")
+    bad = json.loads(json.dumps(doc))
+    pair_map = bad["exprs"][kinds["sequence_map"]]
+    pair_map["no_value"].append(pair_map["table"][0][:2])  # in the table and in no_value
+    with pytest.raises(ValueError, match=r"\(sequence_map\) lists the input \(.*\) more than"):
+        program_io.program_from_json(bad, "p.json")
+    program_io.program_from_json(doc, "p.json")  # the unedited document reads
+
+
 def test_corrupt_files_and_foreign_programs_are_refused(tmp_path):
     model = compiling.compile_rasp_to_model(lib.make_hist(), {"a", "b"}, 2)
     saving.save_model(model, tmp_path)

@@ -620,6 +620,7 @@ def _make_map(r: _Reader, item: Dict[str, Any], at: str) -> rasp.RASPExpr:
     inner = r.ref(item, "inner", at, rasp.SOp)
     table = r.values(item["table"], f"{at}.table", width=2)
     no_value = r.values(item["no_value"], f"{at}.no_value")
+    _refuse_repeated_inputs(r, at, "map", [x for x, _ in table] + list(no_value))
     label = f"{item.get('name')!s} ({at})"
     return rasp.Map(TableMap(table, no_value, label), inner, simplify=False)
 
@@ -628,8 +629,24 @@ def _make_sequence_map(r: _Reader, item: Dict[str, Any], at: str) -> rasp.RASPEx
     fst, snd = r.ref(item, "fst", at, rasp.SOp), r.ref(item, "snd", at, rasp.SOp)
     table = r.values(item["table"], f"{at}.table", width=3)
     no_value = r.values(item["no_value"], f"{at}.no_value", width=2)
+    inputs = [(x, y) for x, y, _ in table] + [tuple(pair) for pair in no_value]
+    _refuse_repeated_inputs(r, at, "sequence_map", inputs)
     label = f"{item.get('name')!s} ({at})"
     return rasp.SequenceMap(TableSequenceMap(table, no_value, label), fst, snd)
+
+
+def _refuse_repeated_inputs(r: _Reader, at: str, kind: str, inputs: Sequence[Any]) -> None:
+    """A table gives one value per input: an input listed twice (in the table,
+    or in it and in no_value) is a corrupt or edited file, not a last-one-wins."""
+    seen = set()
+    for x in inputs:
+        key = values_lib.typed_key(x)
+        if key in seen:
+            r.fail(
+                f"{at} ({kind}) lists the input {x!r} more than once (a table must give one "
+                "value per input: the file is corrupt or was edited)."
+            )
+        seen.add(key)
 
 
 def _make_linear(r: _Reader, item: Dict[str, Any], at: str) -> rasp.RASPExpr:
@@ -735,12 +752,15 @@ def program_from_json(doc: Any, where: str = PROGRAM_FILE) -> rasp.SOp:
     Raises:
       ValueError: the document is not a well-formed program.json (unknown or
         missing keys, another format version, a bad reference, a malformed
-        value), naming the field.
+        value, a table input listed twice), naming the field.
     """
-    return _parse(doc, where)[0]
+    return program_with_domain_from_json(doc, where)[0]
 
 
-def _parse(doc: Any, where: str) -> Tuple[rasp.SOp, List[Any], int]:
+def program_with_domain_from_json(
+    doc: Any, where: str = PROGRAM_FILE
+) -> Tuple[rasp.SOp, List[Any], int]:
+    """`program_from_json`, also returning the vocabulary and max_seq_len it was written for."""
     if not isinstance(doc, dict):
         raise ValueError(f"{where} must hold a JSON object, got {type(doc).__name__}.")
     if doc.get("format") != FORMAT_NAME:
@@ -795,4 +815,4 @@ def load_program_with_domain(path: PathLike) -> Tuple[rasp.SOp, List[Any], int]:
         path = path / PROGRAM_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; save the model with its program.")
-    return _parse(values_lib.read_json_file(path), str(path))
+    return program_with_domain_from_json(values_lib.read_json_file(path), str(path))

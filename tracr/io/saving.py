@@ -814,7 +814,7 @@ def load_model(directory: PathLike) -> assembled.AssembledTransformerModel:
         the cast to float32, checksum mismatch), was edited after saving
         (content hash, program.json's SHA-256), or describes a model that
         contradicts itself or its weights; program.json belongs to another
-        model or lists a table input twice.
+        model or is malformed (`tracr.io.program`, e.g. a table input listed twice).
     """
     directory = pathlib.Path(directory)
     if not directory.exists():
@@ -990,11 +990,10 @@ def _read_program(directory: pathlib.Path, model_spec: spec_lib.ModelSpec, recor
         raise _not_regular(path, program_io.PROGRAM_FILE)
     from tracr.transformer import inputs
 
-    data = values_lib.read_file_bytes(path)
-    doc = values_lib.parse_json_bytes(data, path)
-    program = program_io.program_from_json(doc, str(path))
-    vocab = [values_lib.decode_optional(v, f"{path} vocab") for v in doc["vocab"]]
-    max_seq_len = doc["max_seq_len"]
+    data = values_lib.read_file_bytes(path)  # kept: its SHA-256 is checked below
+    program, vocab, max_seq_len = program_io.program_with_domain_from_json(
+        values_lib.parse_json_bytes(data, path), str(path)
+    )
     tokens = inputs.domain_tokens(model_spec)
     if sorted(map(_typed_key, vocab), key=repr) != sorted(map(_typed_key, tokens), key=repr) or (
         max_seq_len != model_spec.max_seq_len
@@ -1016,12 +1015,6 @@ def _read_program(directory: pathlib.Path, model_spec: spec_lib.ModelSpec, recor
             "it is another model's program, or was edited or corrupted; delete it or save "
             "the model again."
         )
-    duplicate = _duplicate_table_row(doc)
-    if duplicate:
-        raise ValueError(
-            f"{path}: {duplicate} (a table must give one value per input: the file is corrupt "
-            "or was edited); delete it or save the model again."
-        )
     return program
 
 
@@ -1034,29 +1027,6 @@ def _computes(program: rasp.SOp, output_label: str) -> bool:
     """
     name = program.name
     return output_label == name or re.fullmatch(re.escape(name) + r"_\d+", output_label) is not None
-
-
-def _duplicate_table_row(doc: Mapping[str, Any]) -> Optional[str]:
-    """Where a Map or SequenceMap table of a program.json lists an input twice, if it does.
-
-    `doc` has already been read by `program_io.program_from_json`, so it is
-    well formed.
-    """
-    for i, item in enumerate(doc["exprs"]):
-        if item.get("kind") not in ("map", "sequence_map"):
-            continue
-        width = 1 if item["kind"] == "map" else 2
-        seen = set()
-        rows = [row[:width] for row in item["table"]]
-        rows += [[x] if width == 1 else x for x in item["no_value"]]
-        for row in rows:
-            key = tuple(_typed_key(values_lib.decode_optional(v, "")) for v in row)
-            if key in seen:
-                args = [values_lib.decode_optional(v, "") for v in row]
-                shown = repr(args[0]) if width == 1 else repr(tuple(args))
-                return f"exprs[{i}] ({item['kind']}) lists the input {shown} more than once"
-            seen.add(key)
-    return None
 
 
 def _read_spec(doc: Mapping[str, Any], where: str) -> spec_lib.ModelSpec:
