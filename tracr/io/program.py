@@ -541,7 +541,7 @@ class _Reader:
 
     def ref(self, item: Dict[str, Any], key: str, at: str, kind: type) -> Any:
         index = item[key]
-        if not _is_int(index) or not 0 <= index < len(self.built):
+        if not values_lib.is_int(index) or not 0 <= index < len(self.built):
             self.fail(f"{at}.{key} must be the id of an earlier expression, got {index!r}.")
         child = self.built[index]
         if not isinstance(child, kind):
@@ -575,7 +575,7 @@ class _Reader:
         at = f"exprs[{index}]"
         if not isinstance(item, dict):
             self.fail(f"{at} must be a JSON object, got {type(item).__name__}.")
-        if item.get("id") != index or not _is_int(item.get("id")):
+        if item.get("id") != index or not values_lib.is_int(item.get("id")):
             self.fail(f"{at}.id must be {index} (expressions are listed in order).")
         kind = item.get("kind")
         builder = _BUILDERS.get(kind) if isinstance(kind, str) else None
@@ -610,10 +610,6 @@ class _Reader:
                 return rasp.annotate(expr, name=name, **annotations)
             return expr  # the shared rasp.tokens / indices / length
         return rasp.annotate(expr, name=name, **annotations)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _make_map(r: _Reader, item: Dict[str, Any], at: str) -> rasp.RASPExpr:
@@ -765,7 +761,8 @@ def program_with_domain_from_json(
         raise ValueError(f"{where} must hold a JSON object, got {type(doc).__name__}.")
     if doc.get("format") != FORMAT_NAME:
         raise ValueError(f"{where}: 'format' is {doc.get('format')!r}, expected {FORMAT_NAME!r}.")
-    if doc.get("format_version") != FORMAT_VERSION or not _is_int(doc.get("format_version")):
+    version = doc.get("format_version")
+    if version != FORMAT_VERSION or not values_lib.is_int(version):
         raise ValueError(
             f"{where}: format_version {doc.get('format_version')!r} is not supported; this "
             f"tracr reads version {FORMAT_VERSION}."
@@ -779,7 +776,7 @@ def program_with_domain_from_json(
     reader = _Reader(where)
     vocab = reader.values(doc["vocab"], "vocab")
     max_seq_len = doc["max_seq_len"]
-    if not _is_int(max_seq_len) or max_seq_len < 1:
+    if not values_lib.is_int(max_seq_len) or max_seq_len < 1:
         raise ValueError(f"{where}: max_seq_len must be a positive int, got {max_seq_len!r}.")
     for index, item in enumerate(exprs):
         try:
@@ -790,7 +787,7 @@ def program_with_domain_from_json(
                 message = f"{where}: exprs[{index}]: {message}"
             raise ValueError(message) from None
     output = doc["output"]
-    if not _is_int(output) or not 0 <= output < len(exprs):
+    if not values_lib.is_int(output) or not 0 <= output < len(exprs):
         raise ValueError(f"{where}: output must be the id of an expression, got {output!r}.")
     program = reader.built[output]
     if not isinstance(program, rasp.SOp):

@@ -576,7 +576,7 @@ def _validate_config(doc: Dict[str, Any], where: str) -> Dict[str, Any]:
     if doc.get("format") != FORMAT_NAME:
         raise ValueError(f"{where}: 'format' is {doc.get('format')!r}, expected {FORMAT_NAME!r}.")
     version = doc.get("format_version")
-    if not _is_int(version) or version not in READABLE_VERSIONS:
+    if not values_lib.is_int(version) or version not in READABLE_VERSIONS:
         raise ValueError(
             f"{where}: format_version {version!r} is not supported; this tracr reads versions "
             f"{', '.join(map(str, READABLE_VERSIONS))} (an integer). Re-save the model with "
@@ -615,10 +615,6 @@ def _validate_config(doc: Dict[str, Any], where: str) -> Dict[str, Any]:
     if not 0.0 <= config["dropout_rate"] < 1.0:
         raise ValueError(f"{where}: dropout_rate {config['dropout_rate']} is not in [0, 1).")
     return config
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _validate_values(items: Any, where: str) -> List[Any]:
@@ -865,7 +861,7 @@ def load_model(directory: PathLike) -> assembled.AssembledTransformerModel:
     if (
         not isinstance(unembedding, list)
         or len(unembedding) != len(output_values)
-        or not all(isinstance(i, int) and not isinstance(i, bool) for i in unembedding)
+        or not all(map(values_lib.is_int, unembedding))
         or not all(0 <= i < d_model for i in unembedding)
         or len(set(unembedding)) != len(unembedding)
     ):
@@ -1126,7 +1122,7 @@ def _model_problem(model_spec: spec_lib.ModelSpec, flat: Mapping[str, np.ndarray
             )
     position_dirs = [i for i in inp.positions if i is not None]
     if len(set(position_dirs)) != len(position_dirs) or not all(
-        names[i] == "indices" and _is_int(values[i]) for i in position_dirs
+        names[i] == "indices" and values_lib.is_int(values[i]) for i in position_dirs
     ):
         return "spec.input.positions must name distinct 'indices' directions"
     if inp.one is not None and not is_direction(inp.one, "one", None):

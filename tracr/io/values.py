@@ -114,7 +114,7 @@ def decode_value(item: Any, where: str, _depth: int = 0) -> Any:
     kind, value = item["type"], item["value"]
     checks = {
         "bool": lambda v: isinstance(v, bool),
-        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "int": is_int,
         "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
         "str": lambda v: isinstance(v, str),
         "tuple": lambda v: isinstance(v, list),
@@ -148,3 +148,8 @@ def typed_key(value: Any) -> Tuple[str, Any]:
     if isinstance(value, tuple):
         return ("tuple", tuple(typed_key(v) for v in value))
     return (type(value).__name__, value)
+
+
+def is_int(value: Any) -> bool:
+    """A JSON integer: an int and not a bool (a file's `true` is not 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
