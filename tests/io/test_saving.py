@@ -167,11 +167,16 @@ def _template(tmp_path_factory):
     return path
 
 
+def _copy_model_files(source, target):
+    """model.json and model.safetensors of `source` (no program.json) into `target`."""
+    for name in ("model.json", "model.safetensors"):
+        (target / name).write_bytes((source / name).read_bytes())
+    return target
+
+
 @pytest.fixture
 def saved(_template, tmp_path):
-    for name in ("model.json", "model.safetensors"):
-        (tmp_path / name).write_bytes((_template / name).read_bytes())
-    return tmp_path
+    return _copy_model_files(_template, tmp_path)
 
 
 @pytest.fixture
@@ -587,9 +592,7 @@ def _categorical_template(tmp_path_factory):
 @pytest.fixture
 def categorical(_categorical_template, tmp_path):
     """A saved reverse model (categorical output), without program.json."""
-    for name in ("model.json", "model.safetensors"):
-        (tmp_path / name).write_bytes((_categorical_template / name).read_bytes())
-    return tmp_path
+    return _copy_model_files(_categorical_template, tmp_path)
 
 
 def test_a_rehashed_unchanged_model_still_loads(saved, categorical):

@@ -278,17 +278,17 @@ def unsupported_exprs(
                     )
                 )
     output = exprs[-1] if exprs else None  # the program: children come first
-    if isinstance(output, rasp.SOp) and rasp.is_categorical(output) and flow[id(output)].phantom:
-        found.append(
-            TracrUnsupportedExpr(
-                output,
-                f"The program's output {output.label} may be None in RASP where the compiled "
-                f"model outputs a value: {flow[id(output)].phantom}. Keep None out of the "
-                f"numerical SOps it is computed from (e.g. numerical Aggregates with default=0, "
-                f"functions that return a value for every input).",
-            )
-        )
     if isinstance(output, rasp.SOp) and rasp.is_categorical(output):
+        if flow[id(output)].phantom:
+            found.append(
+                TracrUnsupportedExpr(
+                    output,
+                    f"The program's output {output.label} may be None in RASP where the "
+                    f"compiled model outputs a value: {flow[id(output)].phantom}. Keep None out "
+                    f"of the numerical SOps it is computed from (e.g. numerical Aggregates with "
+                    f"default=0, functions that return a value for every input).",
+                )
+            )
         if not value_sets.get(output.label):
             found.append(
                 TracrUnsupportedExpr(
