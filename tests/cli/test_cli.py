@@ -481,3 +481,14 @@ def test_circuit_format_choices_are_the_circuit_formats():
     from tracr.cli import parser
 
     assert parser.CIRCUIT_FORMATS == formats.FORMATS
+
+
+def test_unspaced_input_names_the_unknown_character():
+    # A one-character vocabulary reads "xyxq" as four tokens, so the error names 'q',
+    # not the whole string.
+    code, out, err = tracr(
+        "run", "lib:make_frac_prevs", "--vocab", "x,y", "--max-seq-len", "4", "--input", "xyq"
+    )
+    assert_one_line_error(
+        code, out, err, "run", "--input: unknown tokens ['q']; the vocabulary is {x, y}"
+    )

@@ -83,8 +83,10 @@ def parse_input(text: str, model: Any) -> List[Any]:
         items = [item for item in re.split(r"[\s,]+", text) if item]  # mixed separators
     elif text in by_name or not text:
         items = [text] if text else []
-    elif all(c in by_name for c in text):
-        items = list(text)
+    elif all(c in by_name for c in text) or all(
+        len(name) == 1 for name, token in by_name.items() if token != bos
+    ):
+        items = list(text)  # a one-character vocabulary: the bad characters are named
     else:
         items = [text]
     unknown = [item for item in items if item not in by_name]
