@@ -4,6 +4,7 @@ import functools
 
 import pytest
 
+from tracr import circuits
 from tracr.compiler import compiling, library_cases
 
 # Small domains: every input up to this length is checked.
@@ -19,6 +20,12 @@ def compiled(name: str, causal: bool):
         program, case.vocab, MAX_SEQ_LEN, compiler_bos=BOS, causal=causal
     )
     return program, model
+
+
+@functools.lru_cache(maxsize=None)
+def circuit_of(name: str, causal: bool):
+    """The circuit of `compiled(name, causal)` (a frozen value, built once)."""
+    return circuits.circuit(compiled(name, causal)[1])
 
 
 LIBRARY_PARAMS = [

@@ -10,7 +10,7 @@ from tracr.circuits import ablation, circuit, domain, forward, verify
 from tracr.compiler import compiling, lib
 from tracr.rasp import rasp
 
-from .models import BOS, LIBRARY_PARAMS, compiled
+from .models import BOS, LIBRARY_PARAMS, circuit_of, compiled
 
 
 @pytest.mark.parametrize("name, causal", LIBRARY_PARAMS)
@@ -23,7 +23,9 @@ def test_library_circuit_is_verified_by_ablation(name, causal):
     assert result.exhaustive and result.num_inputs == len(domain.make_domain(model.spec))
     assert result.edges_checked == len(c.edges) > 0
     assert result.non_edges_checked > 0
-    assert result.comparisons == 2 * result.num_inputs * len(result.checks)
+    assert result.part_checks  # every program reads the embedding
+    checked = len(result.checks) + len(result.part_checks)
+    assert result.comparisons == 2 * result.num_inputs * checked
     # The unembedding reads what the nodes computing the program's output write.
     readers = {e.parent for e in c.edges_into("unembed")}
     assert readers and readers <= set(c.nodes_of(model.spec.output.label))
@@ -207,3 +209,25 @@ def test_a_compressed_model_is_refused_with_what_to_pass_instead():
     with pytest.raises(ValueError, match="compiled model"):
         verify(small, circuit(model))
     assert circuit(small.model) == circuit(model)
+
+
+def test_verify_checks_each_embedding_part():
+    # sort_unique's sort head queries `indices` and `one`: each part matters alone.
+    _, model = compiled("sort_unique", False)
+    c = circuit_of("sort_unique", False)
+    (edge,) = c.edges_into("1.0", "q")
+    assert edge.parent == "embed" and edge.embed_parts == ("token", "position")
+    assert c.inert_parts == ()
+    fewer = dataclasses.replace(
+        c,
+        edges=tuple(
+            dataclasses.replace(e, embed_parts=("position",)) if e == edge else e for e in c.edges
+        ),
+    )
+    result = verify(model, fewer)
+    assert not result.ok and not result.leaking_pairs and not result.ineffective_edges
+    assert [x.name for x in result.leaking_parts] == ["embed -> 1.0.q (token part)"]
+    assert "non-edge embed -> 1.0.q (token part) changed" in result.summary()
+    # Every pair from embed is checked part by part, edges and non-edges alike.
+    from_embed = [p for p in c.candidate_pairs() if p[0] == "embed"]
+    assert len(result.part_checks) == 2 * len(from_embed)

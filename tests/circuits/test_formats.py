@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from tracr.circuits import circuit, formats
+from tracr.circuits import ablation, circuit, domain, formats, forward, verify
 
-from .models import compiled
+from .models import LIBRARY_PARAMS, circuit_of, compiled
 
 NAMES = ["sort", "shuffle_dyck", "length", "frac_prevs"]
 
@@ -24,6 +24,8 @@ def test_json_round_trips(the_circuit):
     assert formats.from_json(doc) == the_circuit
     for label, nodes in doc["expressions"].items():
         assert nodes == the_circuit.nodes_of(label)
+    for e in doc["edges"]:  # which embedding parts matter: on the edges from embed only
+        assert ("embed_parts" in e) == (e["parent"] == "embed")
 
 
 def test_json_reader_refuses_other_documents(the_circuit):
@@ -76,16 +78,105 @@ def test_interpbench_pairs_round_trip(the_circuit, granularity):
 
 
 def test_embed_splits_into_token_and_position_hooks():
-    _, model = compiled("sort", False)
-    c = circuit(model)
+    c = circuit_of("sort", False)
     position = set(c.position_directions)
     assert position and set(c.node("embed").writes) - position
     hooks = {(r["parent"], r["child"], r["child_index"]) for r in formats.to_transformer_lens(c)}
     for e in c.edges_from("embed"):
         child = formats.input_hook(c, e.child, e.slot)
-        has_position = bool(set(e.directions) & position)
-        assert (("hook_pos_embed", *child) in hooks) == has_position
-        assert (("hook_embed", *child) in hooks) == bool(set(e.directions) - position)
+        assert e.embed_parts and set(e.embed_parts) <= {
+            p for p in ("token", "position") if c.part_directions(e, p)
+        }
+        assert (("hook_pos_embed", *child) in hooks) == ("position" in e.embed_parts)
+        assert (("hook_embed", *child) in hooks) == ("token" in e.embed_parts)
+    assert {part for _, part in c.inert_parts} == {"token"}
+
+
+def test_an_inert_embedding_part_is_not_exported(tmp_path):
+    # sort's head 2.0 queries `indices` and `one`. Ablating the token embedding
+    # (which writes `one`) alone changes nothing, so only the position embedding
+    # feeds that query; a hook_embed edge there would be a false positive.
+    c = circuit_of("sort", False)
+    (edge,) = c.edges_into("2.0", "q")
+    assert edge.parent == "embed" and "one" in edge.labels and "indices" in edge.labels
+    assert edge.embed_parts == ("position",)
+    assert c.inert_parts == ((edge, "token"),)
+    assert c.direction_labels(c.part_directions(edge, "token")) == ["one"]
+    reader = ("blocks.2.hook_q_input", 0)
+    tl = {(r["parent"], r["child"], r["child_index"]) for r in formats.to_transformer_lens(c)}
+    assert ("hook_pos_embed", *reader) in tl and ("hook_embed", *reader) not in tl
+    acdc = formats.to_acdc(c)
+    assert acdc[(reader[0], (None, None, 0), "hook_pos_embed", (None,))]
+    assert not acdc[(reader[0], (None, None, 0), "hook_embed", (None,))]
+    hooks = formats.to_interpbench(c, "acdc_hooks")
+    assert ("hook_pos_embed", "blocks.2.hook_q_input[0]") in hooks
+    assert ("hook_embed", "blocks.2.hook_q_input[0]") not in hooks
+    matrix = formats.to_interpbench(c, "matrix")
+    assert ("pos_embed.W_pos", "blocks.2.attn.W_Q[0]") in matrix
+    assert ("embed.W_E", "blocks.2.attn.W_Q[0]") not in matrix
+    # The summary `tracr circuit` prints counts it.
+    _, model = compiled("sort", False)
+    summary = formats.write_circuit(model, "json", str(tmp_path / "sort.json"))
+    assert "(1 inert, 1 inert embedding parts)" in summary
+
+
+_PARTS = {"hook_embed": "token", "hook_pos_embed": "position"}
+_MATRIX_READER = {"q": "W_Q", "k": "W_K", "v": "W_V"}
+
+
+@pytest.mark.parametrize("name, causal", LIBRARY_PARAMS)
+def test_every_exported_hook_edge_changes_its_child_alone(name, causal):
+    _, model = compiled(name, causal)
+    c = circuit_of(name, causal)
+    records = formats.to_transformer_lens(c)
+    hooks = {((r["parent"], r["parent_index"]), (r["child"], r["child_index"])) for r in records}
+    assert len(hooks) == len(records)
+    # Each hook edge alone, ablated as edges are (zero and resample, the BOS rule);
+    # hook_embed and hook_pos_embed are the token and the position embedding.
+    pairs = []
+    for r in records:
+        ((parent, child, slot),) = formats.from_transformer_lens([r])
+        if r["parent"] in _PARTS:
+            parent = forward.embed_part(_PARTS[r["parent"]])
+        pairs.append((parent, child, slot))
+    weights = forward.weights_of(model, numpy=True)
+    found = ablation.effects(weights, domain.make_domain(model.spec), pairs, seed=1)
+    assert [p for p in pairs if not found[p].any] == []
+    # ACDC and InterpBench (acdc_hooks; matrix for the embedding) claim the same hook edges.
+    acdc = {
+        ((parent, formats._from_torch_index(pi)), (child, formats._from_torch_index(ci)))
+        for (child, ci, parent, pi), present in formats.to_acdc(c).items()
+        if present and formats._is_addition(parent, child)
+    }
+    assert acdc == hooks
+    interpbench = {
+        (formats._split_name(sender), formats._split_name(receiver))
+        for sender, receiver in formats.to_interpbench(c, "acdc_hooks")
+        if formats._is_addition(formats._split_name(sender)[0], formats._split_name(receiver)[0])
+    }
+    assert interpbench == hooks
+    matrix = {
+        (sender, receiver)
+        for sender, receiver in formats.to_interpbench(c, "matrix")
+        if sender in ("embed.W_E", "pos_embed.W_pos")
+    }
+    want = set()
+    for r in records:  # the embedding's hook edges, at matrix granularity
+        layer = r["child"].split(".")[1] if r["child"].startswith("blocks.") else None
+        if r["parent"] not in _PARTS or r["child"].endswith("hook_resid_post"):
+            continue
+        if r["child"].endswith("hook_mlp_in"):
+            receiver = f"blocks.{layer}.mlp.W_in"
+        else:
+            slot = r["child"].split("hook_")[1][0]
+            receiver = f"blocks.{layer}.attn.{_MATRIX_READER[slot]}[{r['child_index']}]"
+        want.add(
+            (
+                {"hook_embed": "embed.W_E", "hook_pos_embed": "pos_embed.W_pos"}[r["parent"]],
+                receiver,
+            )
+        )
+    assert matrix == want
 
 
 def test_render_rejects_unknown_format(the_circuit):
@@ -145,6 +236,29 @@ def test_acdc_keys_are_those_of_the_exported_model(name):
                     assert not present, (child, parent)
             elif "mlp" in hook and f"mlp {layer}" not in real:
                 assert not present, (child, parent)
+
+
+def test_json_reads_version_2_as_it_was_exported():
+    _, model = compiled("sort", False)
+    c = circuit_of("sort", False)
+    doc = formats.to_json(c)
+    edges = [{k: v for k, v in e.items() if k != "embed_parts"} for e in doc["edges"]]
+    read = formats.from_json({**doc, "version": 2, "edges": edges})
+    assert all(e.embed_parts is None for e in read.edges)
+    assert read.edge_keys() == c.edge_keys() and read.inert_parts == ()
+    # Without embed_parts every part carrying a direction is exported, as before
+    # version 3: sort's hook_embed -> 2.0.q is back ...
+    old = formats.to_transformer_lens(read)
+    new = formats.to_transformer_lens(c)
+    extra = {"parent": "hook_embed", "parent_index": None}
+    assert [r for r in old if r not in new] == [
+        {**extra, "child": "blocks.2.hook_q_input", "child_index": 0}
+    ]
+    # ... and verify says that it changes nothing.
+    result = verify(model, read)
+    assert not result.ok and not result.ineffective_edges and not result.leaking_pairs
+    assert [x.name for x in result.ineffective_parts] == ["embed -> 2.0.q (token part)"]
+    assert "edge embed -> 2.0.q (token part) changed nothing" in result.summary()
 
 
 def test_json_reads_version_1():

@@ -9,7 +9,8 @@ B's input and replaced, on every input of a domain,
 
 and B's output is compared with the clean one at every real position after
 BOS (neither PAD nor BOS). Only that input changes: the other inputs of a head
-stay clean.
+stay clean. A may also be one term of the embedding, `forward.embed_part`
+(`embed.token` or `embed.position`): then only that term is replaced.
 
 Decoding never reads the BOS position, so a change of B's output there
 matters only if it travels on: later heads may attend to BOS and carry it to
@@ -20,7 +21,8 @@ BOS. A pair *matters* if it does one of the two; an edge is in the circuit
 iff it matters.
 
 `graph.circuit` uses this to drop wired edges that have no effect on the
-domain; `verify` uses it on every pair.
+domain, and to find which embedding parts of an edge from `embed` matter;
+`verify` uses it on every pair and part.
 """
 
 from __future__ import annotations

@@ -1,14 +1,18 @@
 """The circuit in the formats the field uses, each with a reader.
 
 - **JSON** (ours, `to_json`/`from_json`): `{"format": "tracr-circuit",
-  "version": 2, ...}` with every node (its inputs and writes as residual
-  indices), edge (with directions and RASP labels), inert edge and the RASP
-  correspondence. Stable: fields are only ever added, under a new version
-  (2 added `num_heads`; version 1 documents are still read).
-- **TransformerLens hooks** (`to_transformer_lens`): one record per edge,
+  "version": 3, ...}` with every node (its inputs and writes as residual
+  indices), edge (with directions and RASP labels; an edge from `embed` also
+  with `embed_parts`), inert edge and the RASP correspondence. Stable: fields
+  are only ever added, under a new version (2 added `num_heads`, 3
+  `embed_parts`; versions 1 and 2 are still read, without `embed_parts`:
+  every part carrying a direction, as they were exported).
+- **TransformerLens hooks** (`to_transformer_lens`): one record per hook edge,
   `{"parent": hook, "parent_index": h or None, "child": ..., "child_index": ...}`.
-  Writers: `hook_embed`, `hook_pos_embed` (embed split by the directions each
-  writes), `blocks.{l}.attn.hook_result` (head h), `blocks.{l}.hook_mlp_out`.
+  Writers: `hook_embed` (the token embedding, with `one`) and `hook_pos_embed`
+  (an edge from embed is exported through the parts that matter alone,
+  `Circuit.parts_of`; an inert part, `Circuit.inert_parts`, is not),
+  `blocks.{l}.attn.hook_result` (head h), `blocks.{l}.hook_mlp_out`.
   Readers: `blocks.{l}.hook_{q,k,v}_input` (head h), `blocks.{l}.hook_mlp_in`,
   and `blocks.{L-1}.hook_resid_post` for the unembedding.
 - **ACDC** (`to_acdc`): ACDC's edge dictionary, keyed `(child hook, child
@@ -43,8 +47,8 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tupl
 from tracr.circuits import graph
 
 FORMAT = "tracr-circuit"
-VERSION = 2
-READS = (1, 2)  # versions from_json reads
+VERSION = 3
+READS = (1, 2, 3)  # versions from_json reads
 FORMATS = ("json", "tl", "acdc", "interpbench")
 GRANULARITIES = ("component", "matrix", "acdc_hooks")
 
@@ -58,13 +62,16 @@ def to_json(c: graph.Circuit) -> Dict[str, Any]:
     """The circuit as a JSON-able dict (see the module docstring)."""
 
     def edge(e: graph.Edge) -> Dict[str, Any]:
-        return {
+        doc = {
             "parent": e.parent,
             "child": e.child,
             "slot": e.slot,
             "directions": list(e.directions),
             "labels": list(e.labels),
         }
+        if e.embed_parts is not None:
+            doc["embed_parts"] = list(e.embed_parts)
+        return doc
 
     labels = dict.fromkeys(label for n in c.nodes for label in n.labels)
     return {
@@ -110,8 +117,15 @@ def from_json(doc: Mapping[str, Any]) -> graph.Circuit:
         )
 
     def edge(e) -> graph.Edge:
+        # Before version 3 (or without the field): None, every part with a direction.
+        parts = e.get("embed_parts")
         return graph.Edge(
-            e["parent"], e["child"], e["slot"], tuple(e["directions"]), tuple(e["labels"])
+            e["parent"],
+            e["child"],
+            e["slot"],
+            tuple(e["directions"]),
+            tuple(e["labels"]),
+            embed_parts=None if parts is None else tuple(parts),
         )
 
     try:
@@ -150,21 +164,19 @@ def _last_block(c: graph.Circuit) -> int:
     return max(c.num_layers, 1) - 1
 
 
+_EMBED_HOOKS = {"token": "hook_embed", "position": "hook_pos_embed"}
+
+
 def output_hooks(c: graph.Circuit, e: graph.Edge) -> List[Hook]:
     """The TransformerLens hooks that carry edge `e`'s parent's contribution.
 
-    The embedding splits: `hook_embed` if the edge carries a token-embedding
-    direction, `hook_pos_embed` if it carries a position direction.
+    The embedding splits into its parts that matter alone (`Circuit.parts_of`):
+    `hook_embed` for the token part (with `one`), `hook_pos_embed` for the
+    position part.
     """
     node = c.node(e.parent)
     if node.kind == "embed":
-        position = set(c.position_directions)
-        hooks = []
-        if any(d not in position for d in e.directions):
-            hooks.append(("hook_embed", None))
-        if any(d in position for d in e.directions):
-            hooks.append(("hook_pos_embed", None))
-        return hooks
+        return [(_EMBED_HOOKS[part], None) for part in c.parts_of(e)]
     if node.kind == "head":
         return [(f"blocks.{node.layer}.attn.hook_result", node.head)]
     return [(f"blocks.{node.layer}.hook_mlp_out", None)]
@@ -495,4 +507,5 @@ def write_circuit(model, fmt: str, output: Optional[str]) -> str:
     else:
         pathlib.Path(output).write_text(text + "\n")
     where = "stdout" if output is None else output
-    return f"{len(c.nodes)} nodes, {len(c.edges)} edges ({len(c.inert)} inert) as {fmt} to {where}"
+    inert = f"{len(c.inert)} inert, {len(c.inert_parts)} inert embedding parts"
+    return f"{len(c.nodes)} nodes, {len(c.edges)} edges ({inert}) as {fmt} to {where}"

@@ -9,6 +9,7 @@ runs them as plain functions of arrays::
     weights = forward.weights_of(model)
     trace = forward.run(weights, token_ids)            # per-node contributions
     trace.out["0.1"]                                   # [B, T, D]: head 0.1's output
+    trace.out["embed.position"]                        # the position embedding's share
 
 The sum is the Haiku model's: the residual before a sublayer is the
 embedding plus every earlier node's contribution plus the attention output
@@ -37,6 +38,16 @@ EMBED = "embed"
 UNEMBED = "unembed"
 HEAD_SLOTS = ("q", "k", "v")  # the inputs of a head
 IN = "in"  # the one input of an MLP or of the unembedding
+# The embedding's two terms (TransformerLens' `hook_embed`, with the constant
+# `one` direction, and `hook_pos_embed`): `Trace.out[embed_part(p)]` holds each.
+EMBED_PARTS = ("token", "position")
+
+
+def embed_part(part: str) -> str:
+    """The `Trace.out` key of embedding part `part` (one of `EMBED_PARTS`)."""
+    if part not in EMBED_PARTS:
+        raise ValueError(f"embedding part must be one of {EMBED_PARTS}, got {part!r}.")
+    return f"{EMBED}.{part}"
 
 
 def mlp_name(layer: int) -> str:
@@ -199,6 +210,13 @@ def mlp(w: Tuple[Array, ...], x: Array) -> Array:
     return array_module(x, w1).maximum(x @ w1 + b1, 0) @ w2 + b2
 
 
+def embed_terms(weights: Weights, token_ids: Array) -> Tuple[Array, Array]:
+    """[B, T] ids -> the token and the position embedding, each [B, T, D]."""
+    xp = array_module(weights.token_embed, token_ids)
+    token = weights.token_embed[token_ids]
+    return token, xp.broadcast_to(weights.pos_embed[: token_ids.shape[-1]], token.shape)
+
+
 def embed(weights: Weights, token_ids: Array) -> Array:
     """[B, T] ids -> [B, T, D]: token plus position embedding."""
     return weights.token_embed[token_ids] + weights.pos_embed[: token_ids.shape[-1]]
@@ -210,7 +228,8 @@ class Trace:
 
     `inputs[name]` is the residual the node reads [B, T, D] (for a head: its
     query, key and value input alike); `out[name]` what it adds [B, T, D]
-    (`out["unembed"]` is the output magnitudes [B, T, O]).
+    (`out["unembed"]` is the output magnitudes [B, T, O]), and
+    `out[embed_part(p)]` each term of `out["embed"]` (see `EMBED_PARTS`).
     """
 
     inputs: Dict[str, Array]
@@ -236,15 +255,18 @@ def run(
         reads (a point to differentiate at, for attribution patching).
       cut: (node name, input slot) -> parents whose contributions in this very
         run that input does not read (zero ablation of edges; cuts compose: a
-        parent changed by an earlier cut is removed as changed).
+        parent changed by an earlier cut is removed as changed). A parent may
+        be an embedding part (`embed_part`).
     """
     replace = replace or {}
     add = add or {}
     cut = cut or {}
     mask = attention_mask(weights, token_ids)
     inputs, out = {}, {}
-    residual = embed(weights, token_ids)
+    token, position = embed_terms(weights, token_ids)
+    residual = token + position
     out[EMBED] = residual
+    out[embed_part("token")], out[embed_part("position")] = token, position
     if EMBED in replace:
         residual = replace[EMBED]
 

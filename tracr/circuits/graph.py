@@ -23,7 +23,7 @@ Nodes, at four granularities:
 Edges: A -> B.slot when B's input reads a direction A writes; `Edge.directions`
 lists them, `Edge.labels` the expressions they hold.
 
-Structure comes from `model.spec`, made precise in two steps, computed once
+Structure comes from `model.spec`, made precise in three steps, computed once
 when the circuit is built:
 
 1. Weights. The spec lists the directions of the craft spaces a block reads
@@ -42,9 +42,19 @@ when the circuit is built:
    output after BOS, or changes it at BOS only and the model's output after
    BOS then changes end to end (later heads can carry a BOS row on). The
    others move to `Circuit.inert`.
+3. Embedding parts. The embedding is two terms, the token embedding (with
+   the constant `one` direction) and the position embedding, which hook-level
+   formats (TransformerLens' `hook_embed` and `hook_pos_embed`) name apart.
+   Each part of each edge from `embed` is ablated alone by the same rule;
+   `Edge.embed_parts` lists those that matter, and only they are exported.
+   A part that carries some of the edge's directions and changes nothing
+   alone is listed in `Circuit.inert_parts`: in the library these are all
+   token parts carrying only `one` or `tokens:BOS` beside a position part
+   that does the work (a query's `one` and a key's BOS default next to
+   `indices`).
 
-`verify` then demands that every edge matters and that every other pair
-(inert edges included) changes nothing.
+`verify` then demands that every edge and every part it lists matters and
+that every other pair (inert edges included) and part changes nothing.
 """
 
 from __future__ import annotations
@@ -61,6 +71,7 @@ from tracr.transformer import spec as spec_lib
 
 HEAD_SLOTS = forward.HEAD_SLOTS
 IN = forward.IN
+EMBED_PARTS = forward.EMBED_PARTS  # ("token", "position")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,13 +113,21 @@ class Node:
 
 @dataclasses.dataclass(frozen=True)
 class Edge:
-    """`parent` writes `directions` that input `slot` of `child` reads."""
+    """`parent` writes `directions` that input `slot` of `child` reads.
+
+    `embed_parts`, for an edge of the circuit from `embed`: the parts of the
+    embedding (`EMBED_PARTS`) whose ablation alone changes the child, by the
+    rule edges are kept by. None elsewhere, and in circuits read from JSON
+    older than version 3, where `Circuit.parts_of` takes every part that
+    carries one of the directions.
+    """
 
     parent: str
     child: str
     slot: str
     directions: Tuple[int, ...]
     labels: Tuple[str, ...]  # RASP expressions of the directions
+    embed_parts: Optional[Tuple[str, ...]] = None
 
     @property
     def key(self) -> Tuple[str, str, str]:
@@ -184,6 +203,36 @@ class Circuit:
     def direction_labels(self, indices) -> List[str]:
         """`"name:value"` of residual indices."""
         return [self.residual_labels[i] for i in indices]
+
+    def part_directions(self, e: Edge, part: str) -> Tuple[int, ...]:
+        """The directions of edge `e` that embedding part `part` writes
+        (`position`: `position_directions`; `token`: the others, `one` included)."""
+        if part not in EMBED_PARTS:
+            raise ValueError(f"embedding part must be one of {EMBED_PARTS}, got {part!r}.")
+        position = set(self.position_directions)
+        return tuple(d for d in e.directions if (d in position) == (part == "position"))
+
+    def parts_of(self, e: Edge) -> Tuple[str, ...]:
+        """The embedding parts edge `e` is exported through: `e.embed_parts`, or
+        (not recorded: an old document) every part carrying one of its directions;
+        () for an edge not from `embed`."""
+        if self.node(e.parent).kind != "embed":
+            return ()
+        if e.embed_parts is not None:
+            return e.embed_parts
+        return tuple(p for p in EMBED_PARTS if self.part_directions(e, p))
+
+    @property
+    def inert_parts(self) -> Tuple[Tuple[Edge, str], ...]:
+        """(edge, part) of each edge from `embed` whose `part` carries some of its
+        directions but changes nothing alone, so is not exported."""
+        return tuple(
+            (e, p)
+            for e in self.edges
+            if self.node(e.parent).kind == "embed"
+            for p in EMBED_PARTS
+            if p not in self.parts_of(e) and self.part_directions(e, p)
+        )
 
 
 def _nonzero_rows(w: np.ndarray) -> np.ndarray:
@@ -312,10 +361,19 @@ def circuit(
     wired = list(_edges(nodes, model_spec))
     if domain is None:
         domain = domain_lib.make_domain(model_spec, seed=seed)
-    found = ablation.effects(weights, domain, [e.key for e in wired], atol=atol, seed=seed)
+    pairs = [e.key for e in wired]
+    pairs += [_part_pair(e.key, p) for e in wired if e.parent == forward.EMBED for p in EMBED_PARTS]
+    found = ablation.effects(weights, domain, pairs, atol=atol, seed=seed)
+    edges = [
+        dataclasses.replace(e, embed_parts=_embed_parts(e, found, pos_used))
+        if e.parent == forward.EMBED
+        else e
+        for e in wired
+        if found[e.key].any
+    ]
     return Circuit(
         nodes=tuple(nodes),
-        edges=tuple(e for e in wired if found[e.key].any),
+        edges=tuple(edges),
         residual_labels=model_spec.residual_labels,
         residual_names=model_spec.residual_names,
         output_label=model_spec.output.label,
@@ -324,6 +382,22 @@ def circuit(
         position_directions=tuple(int(i) for i in np.flatnonzero(pos_used)),
         num_heads=int(model_spec.num_heads),
     )
+
+
+def _part_pair(key: Tuple[str, str, str], part: str) -> Tuple[str, str, str]:
+    """The ablation pair of embedding part `part` of the edge `key` from `embed`."""
+    return (forward.embed_part(part), key[1], key[2])
+
+
+def _embed_parts(e: Edge, found, pos_used: np.ndarray) -> Tuple[str, ...]:
+    """The parts of edge `e` from `embed` that matter alone; if none does (the edge
+    matters only as a whole), every part carrying one of its directions."""
+    parts = tuple(p for p in EMBED_PARTS if found[_part_pair(e.key, p)].any)
+    if parts:
+        return parts
+    position = {d for d in e.directions if pos_used[d]}
+    carried = {"token": set(e.directions) - position, "position": position}
+    return tuple(p for p in EMBED_PARTS if carried[p])
 
 
 def _edges(nodes: List[Node], model_spec: spec_lib.ModelSpec) -> Iterator[Edge]:
