@@ -2,11 +2,13 @@
 
 Generates ``--num`` seeded random programs (tracr.fuzz.generator), compiles
 each one and compares the model with the RASP evaluator on every input of
-its domain (tracr.fuzz.checker) on every path (``--paths``: apply,
-apply_batch, compressed), then prints the counts: exact, rejected by reason,
-mismatch and crash, the programs checked per path, and those with more than
-8 layers. Every mismatch and crash is printed with the program's listing, so
-it can be reproduced from its seed::
+its domain (tracr.fuzz.checker) on every path (``--paths``, all by default:
+apply, apply_batch, compressed, saved (save_model into a temporary directory,
+load_model, then apply_batch) and torch (the to_torch_module export; needs
+torch)), then prints the counts: exact, rejected by reason, mismatch and
+crash, the programs checked per path, and those with more than 8 layers.
+Every mismatch and crash is printed with the program's listing, so it can be
+reproduced from its seed::
 
     .venv/bin/python benchmarks/fuzz.py --num 2000 --workers 2
     .venv/bin/python benchmarks/fuzz.py --minutes 10 --workers 2   # as many as fit
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import math
 import multiprocessing
 import os
@@ -71,7 +74,14 @@ def main(argv: List[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    paths = tuple(p for p in args.paths.split(",") if p)
+    paths = tuple(p.strip() for p in args.paths.split(",") if p.strip())
+    unknown = [p for p in paths if p not in checker.PATHS]
+    if unknown or not paths:
+        parser.error(
+            f"--paths: {','.join(unknown) or 'none given'}; choose from {','.join(checker.PATHS)}"
+        )
+    if "torch" in paths and importlib.util.find_spec("torch") is None:
+        parser.error("--paths torch needs torch (pip install 'tracr[torch]'); leave it out")
     deadline = time.time() + 60 * args.minutes if args.minutes else math.inf
     seeds = range(args.start, args.start + args.num)
     jobs = [(seed, args.ci, args.backend, paths, deadline) for seed in seeds]

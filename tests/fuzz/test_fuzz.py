@@ -8,10 +8,18 @@ same check on thousands of programs.
 
 import collections
 import dataclasses
+import hashlib
+import importlib.util
+import json
+import pathlib
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import safetensors
+import safetensors.numpy
 
 from tracr.compiler import compiling, equivalence, lib
 from tracr.fuzz import checker, generator
@@ -167,9 +175,11 @@ def test_every_path_is_checked(seed, min_layers):
     """Seed 10 of the default settings has 14 layers; seed 100019 an MLP as wide as the
     residual (the compressed path's layout check once confused the two axes)."""
     case = generator.generate(seed)
-    result = checker.check_case(case, paths=checker.PATHS)
+    # torch is optional: without it, every other path is still checked.
+    paths = tuple(p for p in checker.PATHS if p != "torch" or importlib.util.find_spec("torch"))
+    result = checker.check_case(case, paths=paths)
     assert result.outcome == checker.EXACT, result.detail
-    assert result.paths == checker.PATHS
+    assert result.paths == paths
     assert result.num_layers >= min_layers
 
 
@@ -225,3 +235,135 @@ def test_none_positions_are_compared_on_every_path():
     assert any(v is None for row in expected for v in row)
     for backend in ("numpy", "haiku", "apply_batch"):
         assert checker.decode_inputs(model, inputs, backend) == expected, backend
+
+
+# ---------------------------------------------------------------------------
+# The saved and torch paths: the model written to disk and read back, and the
+# torch export, must give the evaluator's values too.
+
+SAVED_AND_TORCH_SEEDS = range(30_000, 30_010)
+
+
+def test_saved_and_torch_paths_agree_on_random_programs():
+    pytest.importorskip("torch")
+    compiled = 0
+    for seed in SAVED_AND_TORCH_SEEDS:
+        case = generator.generate(seed, generator.CI_CONFIG)
+        result = checker.check_case(case, paths=("saved", "torch"))
+        if result.outcome == checker.REJECTED:
+            continue
+        assert result.outcome == checker.EXACT, f"{result.category}: {case}\n{result.detail}"
+        assert result.paths == ("saved", "torch")
+        compiled += 1
+    assert compiled >= 6, compiled
+
+
+# Map(x + 1) over {1, 2, 3}: every position has a value, so a wrong model shows.
+_PLUS_ONE = (rasp.Map(lambda x: x + 1, rasp.tokens), [1, 2, 3], 3)
+
+
+def _swap_token_rows(embeddings, encoding_map):
+    """The embedding with the rows of tokens 1 and 2 swapped (a wrong but well-formed model)."""
+    rows = np.array(embeddings)
+    a, b = encoding_map[1], encoding_map[2]
+    rows[[a, b]] = rows[[b, a]]
+    return rows
+
+
+def test_the_saved_path_runs_the_model_it_loaded(monkeypatch):
+    from tracr.io import saving
+
+    load_model, saved = saving.load_model, []
+
+    def load_a_wrong_model(directory):
+        saved.extend(sorted(p.name for p in pathlib.Path(directory).iterdir()))
+        model = load_model(directory)
+        params = {k: dict(v) for k, v in model.params.items()}
+        embed = params[spec_lib.TOKEN_EMBED]
+        embed["embeddings"] = _swap_token_rows(
+            embed["embeddings"], model.input_encoder.encoding_map
+        )
+        return dataclasses.replace(model, params=params)
+
+    assert checker.check(*_PLUS_ONE, paths=("saved",)).outcome == checker.EXACT
+    monkeypatch.setattr(saving, "load_model", load_a_wrong_model)
+    result = checker.check(*_PLUS_ONE, paths=("apply", "apply_batch", "saved"))
+    assert (result.outcome, result.category) == (checker.MISMATCH, "wrong value (saved)")
+    # The program was saved with the model (program.json), in a fresh directory.
+    assert saved == ["model.json", "model.safetensors", "program.json"]
+
+
+def _edit_saved_weight(directory, fix_checksum):
+    """Adds 1 to one weight of a saved model, keeping the file well-formed."""
+    from tracr.io import saving
+
+    path = pathlib.Path(directory) / saving.PARAMS_FILE
+    with safetensors.safe_open(str(path), framework="numpy") as f:
+        metadata = f.metadata()
+        arrays = {name: f.get_tensor(name) for name in f.keys()}
+    arrays["token_embed/embeddings"][1, 0] += 1.0
+    safetensors.numpy.save_file(arrays, str(path), metadata=metadata)
+    if fix_checksum:  # then only the content hash can tell
+        config = pathlib.Path(directory) / saving.CONFIG_FILE
+        doc = json.loads(config.read_text())
+        doc["params"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        config.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize(
+    "fix_checksum, refusal",
+    [(False, "does not match the SHA-256"), (True, "content hash does not match")],
+)
+def test_a_model_edited_after_saving_is_a_crash_not_exact(monkeypatch, fix_checksum, refusal):
+    from tracr.io import saving
+
+    save_model = saving.save_model
+
+    def save_then_edit(model, directory, **kwargs):
+        out = save_model(model, directory, **kwargs)
+        _edit_saved_weight(directory, fix_checksum)
+        return out
+
+    monkeypatch.setattr(saving, "save_model", save_then_edit)
+    result = checker.check(*_PLUS_ONE, paths=("apply", "saved"))
+    assert (result.outcome, result.category) == (checker.CRASH, "run saved: ValueError")
+    assert refusal in result.detail
+
+
+def test_the_torch_path_runs_the_exported_module(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from tracr.export import torch_model
+
+    to_torch_module, exported = torch_model.to_torch_module, []
+
+    def export_a_wrong_module(model, **kwargs):
+        module = to_torch_module(model, **kwargs)
+        swapped = _swap_token_rows(module.embed.weight.numpy(), model.input_encoder.encoding_map)
+        with torch.no_grad():
+            module.embed.weight.copy_(torch.as_tensor(swapped))
+        exported.append(module)
+        return module
+
+    assert checker.check(*_PLUS_ONE, paths=("torch",)).outcome == checker.EXACT
+    monkeypatch.setattr(torch_model, "to_torch_module", export_a_wrong_module)
+    result = checker.check(*_PLUS_ONE, paths=("apply", "torch"))
+    assert (result.outcome, result.category) == (checker.MISMATCH, "wrong value (torch)")
+    assert len(exported) == 1
+
+
+def test_a_path_that_drops_outputs_is_a_mismatch(monkeypatch):
+    monkeypatch.setattr(checker, "saved_outputs", lambda model, inputs, program: [])
+    result = checker.check(*_PLUS_ONE, paths=("saved",))
+    assert (result.outcome, result.category) == (checker.MISMATCH, "wrong output length (saved)")
+
+
+def test_the_checker_imports_without_torch_and_says_the_torch_path_needs_it():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from tracr.fuzz import checker\n"
+        "r = checker.check(checker.rasp.Map(lambda x: x + 1, checker.rasp.tokens), [1, 2], 2,"
+        " paths=('saved', 'torch'))\n"
+        "print(r.outcome, r.category, 'tracr[torch]' in r.detail)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["crash", "run", "torch:", "ImportError", "True"], out.stderr

@@ -24,10 +24,21 @@ re-implementation of the Haiku forward pass over the same parameters (no jit
 compilation per program, so hundreds of programs fit in a test);
 ``backend="haiku"`` runs the Haiku model itself, as ``equivalence`` does.
 ``paths`` adds the other ways users run a model (``PATHS``): ``apply_batch``,
-the lean batched path with every input in one ragged batch, and
-``compressed``, the model with its exact compression
-(``compression.exact.exact_compression``) folded into the weights. Both
-jit-compile per program, so they cost about a second each.
+the lean batched path with every input in one ragged batch; ``compressed``,
+the model with its exact compression (``compression.exact.exact_compression``)
+folded into the weights; ``saved``, the model written by
+``tracr.io.saving.save_model`` (with its program, so program.json is written
+when the program has a lambda-free form) into a fresh temporary directory,
+read back by ``load_model`` (which checks the content hash and the spec) and
+run through the reloaded model's ``apply_batch``; and ``torch``, the model
+exported by ``tracr.export.torch_model.to_torch_module`` and run through the
+module's ``decode_batch`` (torch is optional: it is imported only when this
+path runs). Every path decodes as ``apply_batch`` does (None where a
+categorical output has no value, floats for numerical outputs), so one
+comparison covers them all; a path that raises (a model that cannot be
+saved, loaded or exported) makes the program a ``crash`` naming the path.
+``apply_batch``, ``compressed`` and ``saved`` jit-compile per program, so
+they cost about a second each.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import tempfile
 import traceback
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -45,6 +57,7 @@ from tracr.compiler import compiling, equivalence, validating
 from tracr.compression import exact as exact_compression
 from tracr.compression import running
 from tracr.fuzz import generator
+from tracr.io import saving
 from tracr.rasp import causal_eval, rasp
 from tracr.transformer import assembled, attention
 from tracr.transformer import inputs as inputs_lib
@@ -53,9 +66,11 @@ from tracr.transformer import spec as spec_lib
 EXACT, REJECTED, MISMATCH, CRASH = "exact", "rejected", "mismatch", "crash"
 BACKENDS = ("numpy", "haiku", "apply_batch")
 # The paths a compiled model is run on: `apply` (the forward pass, by `backend`),
-# `apply_batch` (the lean batched path, all inputs in one ragged batch) and
-# `compressed` (numpy forward with the exact compression folded in).
-PATHS = ("apply", "apply_batch", "compressed")
+# `apply_batch` (the lean batched path, all inputs in one ragged batch),
+# `compressed` (numpy forward with the exact compression folded in), `saved`
+# (save_model to a temporary directory, load_model, then the reloaded model's
+# apply_batch) and `torch` (to_torch_module's decode_batch; needs torch).
+PATHS = ("apply", "apply_batch", "compressed", "saved", "torch")
 
 # (category, pattern in the NotImplementedError message); the first match wins.
 REJECTION_CATEGORIES: Tuple[Tuple[str, str], ...] = (
@@ -291,18 +306,63 @@ def _agrees(expected: Any, got: Any, numerical: bool) -> bool:
     return got is not None and _equal(expected, got, numerical)
 
 
+def saved_outputs(
+    model: assembled.AssembledTransformerModel,
+    inputs: Sequence[tuple],
+    program: Optional[rasp.SOp] = None,
+) -> List[List[Any]]:
+    """Decoded outputs (BOS dropped) of `model` saved, loaded back and run by `apply_batch`.
+
+    The model (and `program`, written as program.json when it has a
+    lambda-free form) is saved by `saving.save_model` into a fresh temporary
+    directory and read back by `saving.load_model`, which refuses a file whose
+    content hash, weights checksum or spec does not match; whatever either
+    raises is passed on (the checker reports a crash).
+    """
+    with tempfile.TemporaryDirectory(prefix="tracr-fuzz-") as directory:
+        saving.save_model(model, directory, program=program)
+        loaded = saving.load_model(directory)
+    return decode_inputs(loaded, inputs, "apply_batch")
+
+
+def torch_outputs(
+    model: assembled.AssembledTransformerModel, inputs: Sequence[tuple]
+) -> List[List[Any]]:
+    """Decoded outputs (BOS dropped) of `model` exported to torch and run by `decode_batch`.
+
+    `to_torch_module(model)` (float32) decodes as `model.apply_batch` does.
+    torch is optional, so it is imported here, not with the module.
+    """
+    try:
+        from tracr.export import torch_model
+    except ImportError as e:
+        raise ImportError(
+            f"the 'torch' path needs torch ({e}); install tracr[torch] or leave the path out."
+        ) from e
+    module = torch_model.to_torch_module(model)
+    bos = model.input_encoder.bos_token
+    return [row[1:] for row in module.decode_batch([[bos, *x] for x in inputs])]
+
+
 def _run_path(
     model: assembled.AssembledTransformerModel,
     path: str,
     inputs: Sequence[tuple],
     all_inputs: Sequence[tuple],
     backend: str,
+    program: Optional[rasp.SOp] = None,
 ) -> List[List[Any]]:
     """The decoded outputs of `inputs` on one of PATHS."""
     if path == "apply":
         return decode_inputs(model, inputs, backend)
     if path == "apply_batch":
         return decode_inputs(model, inputs, "apply_batch")
+    if path == "saved":
+        return saved_outputs(model, inputs, program)
+    if path == "torch":
+        return torch_outputs(model, inputs)
+    if path != "compressed":
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}.")
     # The exact compression of the states on the whole domain: exact by construction.
     w = exact_compression.exact_compression(model, all_inputs).w
     return decode_inputs(model, inputs, "numpy", compression=w)
@@ -377,7 +437,18 @@ def check(
     for path in paths:
         mismatches: List[equivalence.Mismatch] = []
         try:
-            for x, got in zip(defined, _run_path(model, path, defined, inputs, backend)):
+            outputs = _run_path(model, path, defined, inputs, backend, program)
+            lengths = [len(row) for row in outputs]
+            if lengths != [len(x) for x in defined]:
+                # A path that drops inputs or positions must not pass by comparing nothing.
+                return Result(
+                    MISMATCH,
+                    f"wrong output length ({path})",
+                    f"{len(outputs)} output lists of lengths {lengths[:8]} for {len(defined)} "
+                    f"inputs of lengths {[len(x) for x in defined[:8]]}",
+                    **counts,
+                )
+            for x, got in zip(defined, outputs):
                 for pos, (e, g) in enumerate(zip(expected[x], got)):
                     if not _agrees(e, g, numerical):
                         mismatches.append(equivalence.Mismatch(x, pos, e, g))
